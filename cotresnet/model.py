@@ -1,0 +1,272 @@
+"""The discretized mean-field ResNet: particles, single-hidden-layer residuals, depth integrators.
+
+Notation (design.md section 1): L layers, M particles per layer, state dimension d.
+Particles theta_{l,m} = (u, w, b) with u, w: (L, M, d) and b: (L, M). The residual of one
+particle is phi(x, theta) = u sigma(w . x + b); the field of layer l is the particle mean
+F_l(x) = (1/M) sum_m phi(x, theta_{l,m}). Euler with step 1/L is the ResNet
+x_{l+1} = x_l + 1/(L M) sum_m phi(x_l, theta_{l,m}).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchdiffeq import odeint, odeint_adjoint
+
+ACTIVATION_FUNCTIONS = {
+    "tanh": torch.tanh,
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "softplus": F.softplus,
+    "relu": torch.relu,
+}
+
+_RELU_WARNED = False
+
+
+def activation(name: str):
+    """sigma by name. relu is allowed but lies outside the theory's regularity assumptions."""
+    global _RELU_WARNED
+    if name == "relu" and not _RELU_WARNED:
+        _RELU_WARNED = True
+        warnings.warn(
+            "activation=relu breaks the regularity assumptions of the COT gradient-flow theory "
+            "(non-smooth residuals): uniqueness of the flow and the P-L certificate are not covered.",
+            stacklevel=2,
+        )
+    return ACTIVATION_FUNCTIONS[name]
+
+
+def activation_derivative(name: str, z: Tensor) -> Tensor:
+    """sigma'(z), elementwise, in closed form (used by the structured tangent kernel)."""
+    if name == "tanh":
+        return 1.0 - torch.tanh(z) ** 2
+    if name == "silu":
+        s = torch.sigmoid(z)
+        return s * (1.0 + z * (1.0 - s))
+    if name == "gelu":
+        return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    if name == "softplus":
+        return torch.sigmoid(z)
+    if name == "relu":
+        return (z > 0).to(z.dtype)
+    raise KeyError(name)
+
+
+def layer_boundaries(L: int, dtype=torch.float64, device=None) -> Tensor:
+    """The depths s_l = l / L, l = 0..L: (L + 1,), in the dtype the solver's times use.
+
+    The integrators build their time grids from these exact floats, so a lookup against the same
+    tensor is exact: no k/L round-off can put a grid time in the previous layer.
+    """
+    return torch.arange(L + 1, dtype=dtype, device=device) / L
+
+
+def layer_index(s: Tensor, boundaries: Tensor) -> Tensor:
+    """l(s) = min(floor(s L), L - 1), evaluated against the float boundaries: (...) long.
+
+    `floor(s * L)` itself is wrong at grid times: k / L * L can round to k - 1 + 0.999...
+    A searchsorted against the same floats the grid was built from is exact, and keeps the
+    one-ulp perturbation torchdiffeq applies at layer jumps (`perturb=True`) on the right side.
+    """
+    L = boundaries.numel() - 1
+    idx = torch.searchsorted(boundaries, s.to(boundaries.dtype).reshape(-1), right=True) - 1
+    return idx.clamp_(0, L - 1).reshape(s.shape)
+
+
+def init_particles(
+    L: int, M: int, d: int, scheme: str, scale_u: float, scale_w: float, scale_b: float, seed: int,
+    dtype=torch.float32,
+) -> Dict[str, Tensor]:
+    """Particles of mu_0 = Leb x nu: u ~ N(0, scale_u^2 I), w ~ N(0, scale_w^2 I / d), b ~ N(0, scale_b^2).
+
+    scheme `iid`: independent across layers; `shared`: the same M particles in every layer.
+    Sampled in float64 from a seeded generator so the draw does not depend on `dtype`.
+    Returns {u: (L, M, d), w: (L, M, d), b: (L, M)}.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n_layers = L if scheme == "iid" else 1
+    u = torch.randn(n_layers, M, d, generator=g, dtype=torch.float64) * scale_u
+    w = torch.randn(n_layers, M, d, generator=g, dtype=torch.float64) * (scale_w / math.sqrt(d))
+    b = torch.randn(n_layers, M, generator=g, dtype=torch.float64) * scale_b
+    if scheme == "shared":
+        u, w, b = (t.expand(L, *t.shape[1:]).clone() for t in (u, w, b))
+    return {"u": u.to(dtype), "w": w.to(dtype), "b": b.to(dtype)}
+
+
+def embedding_matrix(kind: str, d: int, d_in: int, seed: int, dtype=torch.float32) -> Tensor:
+    """E: (d, d_in), x -> E x. `pad`: zero padding; `orthogonal`: random orthonormal columns."""
+    if kind == "pad":
+        return torch.eye(d, d_in, dtype=dtype)
+    g = torch.Generator().manual_seed(seed + 7919)
+    q, _ = torch.linalg.qr(torch.randn(d, d_in, generator=g, dtype=torch.float64))
+    return q.to(dtype)
+
+
+def readout_matrix(kind: str, d: int, d_out: int, seed: int, dtype=torch.float32) -> Tensor:
+    """R: (d_out, d), X -> R X. `first`: first d_out coordinates; `orthogonal`: orthonormal rows."""
+    if kind == "first":
+        return torch.eye(d_out, d, dtype=dtype)
+    return embedding_matrix("orthogonal", d, d_out, seed + 104729, dtype).T.contiguous()
+
+
+class _LayerField(nn.Module):
+    """The piecewise-constant field F(s, x) = F_{l(s)}(x) as torchdiffeq wants it: f(t, y)."""
+
+    def __init__(self, net: "MeanFieldResNet"):
+        super().__init__()
+        self.net = net
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        l = int(layer_index(t, self.net.boundaries(t.dtype, t.device)))
+        return self.net.field(l, x)
+
+
+class MeanFieldResNet(nn.Module):
+    """X(0) = E x, dX/ds = F_{l(s)}(X), output R X(1).
+
+    Parameters u, w: (L, M, d), b: (L, M). Buffers embedding: (d, d_in), readout: (d_out, d).
+    """
+
+    def __init__(
+        self, u: Tensor, w: Tensor, b: Tensor, activation_name: str, embedding: Tensor, readout: Tensor,
+        integrator: str = "euler", substeps: int = 4, rtol: float = 1e-7, atol: float = 1e-9,
+        adjoint: bool = False,
+    ):
+        super().__init__()
+        self.u = nn.Parameter(u)
+        self.w = nn.Parameter(w)
+        self.b = nn.Parameter(b)
+        self.register_buffer("embedding", embedding.to(u.dtype))
+        self.register_buffer("readout", readout.to(u.dtype))
+        self.activation_name = activation_name
+        self.sigma = activation(activation_name)
+        self.integrator = integrator
+        self.substeps = substeps
+        self.rtol, self.atol = rtol, atol
+        self.adjoint = adjoint
+        self._boundaries: Dict[tuple, Tensor] = {}
+
+    @property
+    def L(self) -> int:
+        return self.u.shape[0]
+
+    @property
+    def M(self) -> int:
+        return self.u.shape[1]
+
+    @property
+    def d(self) -> int:
+        return self.u.shape[2]
+
+    def boundaries(self, dtype, device) -> Tensor:
+        key = (dtype, device)
+        if key not in self._boundaries:
+            self._boundaries[key] = layer_boundaries(self.L, dtype, device)
+        return self._boundaries[key]
+
+    def field(self, l: int, x: Tensor) -> Tensor:
+        """F_l(x) = (1/M) sum_m u_m sigma(w_m . x + b_m). x: (N, d) -> (N, d); one matmul for all M."""
+        h = self.sigma(torch.addmm(self.b[l], x, self.w[l].T))
+        return (h @ self.u[l]) / self.M
+
+    def embed(self, x: Tensor) -> Tensor:
+        return x @ self.embedding.T
+
+    def read(self, X: Tensor) -> Tensor:
+        return X @ self.readout.T
+
+    def euler_states(self, X0: Tensor):
+        """The ResNet's states x_0 .. x_L, each (N, d): x_{l+1} = x_l + 1/(L M) sum_m phi(x_l, theta_{l,m})."""
+        states = [X0]
+        scale = 1.0 / (self.L * self.M)
+        x = X0
+        for l in range(self.L):
+            h = self.sigma(torch.addmm(self.b[l], x, self.w[l].T))
+            x = torch.addmm(x, h, self.u[l], alpha=scale)
+            states.append(x)
+        return states
+
+    def time_grid(self, dtype, device) -> Tensor:
+        """Fixed rk4 grid: `substeps` steps per layer, containing every boundary exactly: (L k + 1,)."""
+        bnd = self.boundaries(dtype, device)
+        k = self.substeps
+        frac = torch.arange(k, dtype=dtype, device=device) / k
+        inner = bnd[:-1, None] + (bnd[1:, None] - bnd[:-1, None]) * frac
+        return torch.cat([inner.reshape(-1), bnd[-1:]])
+
+    def states(self, X0: Tensor) -> Tensor:
+        """X at the layer boundaries s = 0, 1/L, .., 1: (L + 1, N, d), with the configured integrator."""
+        if self.integrator == "euler" and not self.adjoint:
+            return torch.stack(self.euler_states(X0))
+        bnd = self.boundaries(X0.dtype, X0.device)
+        solve = odeint_adjoint if self.adjoint else odeint
+        extra = {"adjoint_params": tuple(self.parameters())} if self.adjoint else {}
+        if self.integrator == "dopri5":
+            return solve(_LayerField(self), X0, bnd, method="dopri5", rtol=self.rtol, atol=self.atol,
+                         options={"jump_t": bnd[1:-1]}, **extra)
+        if self.integrator == "euler":
+            return solve(_LayerField(self), X0, bnd, method="euler", options={"perturb": True}, **extra)
+        sol = solve(_LayerField(self), X0, self.time_grid(X0.dtype, X0.device), method="rk4",
+                    options={"perturb": True}, **extra)
+        return sol[:: self.substeps]
+
+    def flow(self, X0: Tensor) -> Tensor:
+        """X(1) from X(0): (N, d) -> (N, d)."""
+        if self.integrator == "euler" and not self.adjoint:
+            return self.euler_states(X0)[-1]
+        return self.states(X0)[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, d_in) -> (N, d_out)."""
+        return self.read(self.flow(self.embed(x)))
+
+    def risk(self, x: Tensor, y: Tensor) -> Tensor:
+        """L = (1/N) sum_i 1/2 |R X_1(x_i) - y_i|^2."""
+        return 0.5 * (self(x) - y).pow(2).sum(-1).mean()
+
+    def particles(self) -> Dict[str, Tensor]:
+        """Detached copies {u: (L, M, d), w: (L, M, d), b: (L, M)}."""
+        return {"u": self.u.detach().clone(), "w": self.w.detach().clone(), "b": self.b.detach().clone()}
+
+    def meta(self) -> dict:
+        return {
+            "activation": self.activation_name,
+            "d": self.d,
+            "d_in": self.embedding.shape[1],
+            "d_out": self.readout.shape[0],
+            "embedding": self.embedding.detach().cpu().clone(),
+            "readout": self.readout.detach().cpu().clone(),
+            "integrator": self.integrator,
+            "substeps": self.substeps,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "adjoint": self.adjoint,
+        }
+
+
+def build_model(cfg, d_in: int, d_out: int) -> MeanFieldResNet:
+    """The student network of a training config, with its initial particles."""
+    m, i = cfg.model, cfg.init
+    dtype = getattr(torch, m.dtype)
+    p = init_particles(m.L, m.M, m.d, i.scheme, i.scale_u, i.scale_w, i.scale_b, cfg.seed, dtype)
+    return MeanFieldResNet(
+        p["u"], p["w"], p["b"], m.activation,
+        embedding_matrix(m.embedding, m.d, d_in, cfg.seed, dtype),
+        readout_matrix(m.readout, m.d, d_out, cfg.seed, dtype),
+        integrator=m.integrator, substeps=m.substeps, rtol=m.rtol, atol=m.atol, adjoint=m.adjoint,
+    )
+
+
+def model_from_particles(particles: Dict[str, Tensor], meta: dict) -> MeanFieldResNet:
+    """Rebuild a network from a particles.pt entry ({u, w, b}) and its meta."""
+    return MeanFieldResNet(
+        particles["u"].clone(), particles["w"].clone(), particles["b"].clone(), meta["activation"],
+        meta["embedding"], meta["readout"], integrator=meta.get("integrator", "euler"),
+        substeps=meta.get("substeps", 4), rtol=meta.get("rtol", 1e-7), atol=meta.get("atol", 1e-9),
+        adjoint=meta.get("adjoint", False),
+    )

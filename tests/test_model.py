@@ -1,0 +1,183 @@
+"""The model against brute force: naive loops, exact piecewise solutions, finite differences."""
+import math
+
+import pytest
+import torch
+from torchdiffeq import odeint
+
+from cotresnet.model import (
+    MeanFieldResNet, activation, activation_derivative, embedding_matrix, init_particles, layer_boundaries,
+    layer_index, readout_matrix,
+)
+
+
+def make_net(L=5, M=7, d=4, d_in=3, d_out=2, act="tanh", seed=0, scale_u=1.5, **kw):
+    p = init_particles(L, M, d, "iid", scale_u, 1.0, 0.5, seed, torch.float64)
+    return MeanFieldResNet(p["u"], p["w"], p["b"], act, embedding_matrix("pad", d, d_in, seed, torch.float64),
+                           readout_matrix("first", d, d_out, seed, torch.float64), **kw)
+
+
+def data(N=11, d_in=3, d_out=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(N, d_in, generator=g, dtype=torch.float64),
+            torch.randn(N, d_out, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("L", [1, 3, 7, 50, 100])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layer_index_at_and_around_every_boundary(L, dtype):
+    bnd = layer_boundaries(L, dtype)
+    # k / L computed the way a solver grid is, and its float neighbours on both sides
+    s = torch.arange(L + 1, dtype=dtype) / L
+    below = torch.nextafter(s, torch.full_like(s, -math.inf))
+    above = torch.nextafter(s, torch.full_like(s, math.inf))
+    k = torch.arange(L + 1)
+    assert torch.equal(layer_index(s, bnd), k.clamp(max=L - 1))
+    assert torch.equal(layer_index(below, bnd), (k - 1).clamp(0, L - 1))
+    assert torch.equal(layer_index(above, bnd), k.clamp(max=L - 1))
+    mid = (s[:-1] + s[1:]) / 2
+    assert torch.equal(layer_index(mid, bnd), k[:-1])
+    # outside [0, 1] clamps to the first / last layer
+    assert layer_index(torch.tensor([-0.5, 1.5], dtype=dtype), bnd).tolist() == [0, L - 1]
+
+
+def test_layer_index_matches_floor_definition_on_random_depths():
+    L = 37
+    s = torch.rand(10_000, dtype=torch.float64)
+    ref = torch.minimum(torch.floor(s * L), torch.tensor(L - 1.0)).long()
+    # away from boundaries the exact definition and the float formula agree
+    safe = ((s * L) - torch.round(s * L)).abs() > 1e-9
+    assert torch.equal(layer_index(s, layer_boundaries(L))[safe], ref[safe])
+
+
+@pytest.mark.parametrize("act", ["tanh", "silu", "gelu", "softplus", "relu"])
+def test_euler_forward_equals_naive_double_loop(act):
+    net = make_net(act=act)
+    x, _ = data()
+    X = net.embed(x)
+    ref = X.clone()
+    L, M = net.L, net.M
+    sigma = activation(act)
+    for l in range(L):
+        inc = torch.zeros_like(ref)
+        for m in range(M):
+            for i in range(ref.shape[0]):
+                inc[i] += net.u[l, m] * sigma(net.w[l, m] @ ref[i] + net.b[l, m])
+        ref = ref + inc / (L * M)
+    torch.testing.assert_close(net.flow(X), ref.detach(), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("act", ["tanh", "silu", "gelu", "softplus"])
+def test_activation_derivative_matches_autograd(act):
+    z = torch.linspace(-4, 4, 101, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(activation(act)(z).sum(), z)
+    torch.testing.assert_close(activation_derivative(act, z.detach()), g, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("L", [3, 7, 50, 100])
+def test_torchdiffeq_euler_at_one_step_per_layer_equals_the_resnet(L):
+    net = make_net(L=L, M=3)
+    x, _ = data()
+    X = net.embed(x)
+    net.integrator = "euler"
+    ode = odeint(lambda t, y: net.field(int(layer_index(t, net.boundaries(t.dtype, t.device))), y), X,
+                 layer_boundaries(L), method="euler")[-1]
+    torch.testing.assert_close(ode, net.euler_states(X)[-1], rtol=1e-12, atol=1e-12)
+
+
+def exact_piecewise_flow(net, X, substeps=2000):
+    """Reference: each layer's autonomous ODE solved with a very fine classical rk4, layer by layer."""
+    x = X.clone()
+    h = 1.0 / (net.L * substeps)
+    for l in range(net.L):
+        f = lambda y: net.field(l, y)
+        for _ in range(substeps):
+            k1 = f(x); k2 = f(x + h / 2 * k1); k3 = f(x + h / 2 * k2); k4 = f(x + h * k3)
+            x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x
+
+
+@torch.no_grad()
+def test_rk4_converges_to_exact_piecewise_solution_and_dopri5_agrees():
+    net = make_net(L=3, M=6, scale_u=8.0)
+    x, _ = data()
+    X = net.embed(x)
+    exact = exact_piecewise_flow(net, X)
+    errors = []
+    for k in (1, 2, 4, 8, 16, 32):
+        net.integrator, net.substeps = "rk4", k
+        errors.append((net.flow(X) - exact).abs().max().item())
+    assert errors[-1] < 1e-7
+    # fourth order: halving the step divides the error by about 16
+    assert all(e2 < e1 / 8 for e1, e2 in zip(errors, errors[1:])), errors
+    net.integrator, net.rtol, net.atol = "dopri5", 1e-10, 1e-12
+    dopri = net.flow(X)
+    net.integrator, net.substeps = "rk4", 64
+    assert (dopri - net.flow(X)).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("integrator", ["rk4", "dopri5"])
+def test_adjoint_gradients_equal_direct_backprop(integrator):
+    # the adjoint integrates the continuous adjoint ODE, so it matches backprop up to the
+    # integrator's error: fine steps / tight tolerances make that error negligible
+    x, y = data()
+    grads = []
+    for adjoint in (False, True):
+        net = make_net(L=4, M=5, integrator=integrator, substeps=16, rtol=1e-11, atol=1e-13, adjoint=adjoint)
+        net.risk(x, y).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for g0, g1 in zip(*grads):
+        torch.testing.assert_close(g1, g0, rtol=1e-6, atol=1e-9)
+
+
+def test_risk_gradient_equals_central_finite_differences():
+    net = make_net(L=4, M=5)
+    x, y = data()
+    net.risk(x, y).backward()
+    eps = 1e-6
+    for name, idx in [("u", (0, 1, 2)), ("u", (3, 4, 0)), ("w", (1, 0, 1)), ("w", (2, 3, 3)),
+                      ("b", (0, 2)), ("b", (3, 4))]:
+        p = getattr(net, name)
+        with torch.no_grad():
+            old = p[idx].item()
+            p[idx] = old + eps
+            up = net.risk(x, y).item()
+            p[idx] = old - eps
+            down = net.risk(x, y).item()
+            p[idx] = old
+        fd = (up - down) / (2 * eps)
+        assert abs(p.grad[idx].item() - fd) <= 1e-7 * max(1.0, abs(fd)), (name, idx, p.grad[idx].item(), fd)
+
+
+def test_init_schemes_and_scales():
+    p = init_particles(6, 4000, 5, "iid", 2.0, 3.0, 0.5, seed=0, dtype=torch.float64)
+    assert p["u"].shape == (6, 4000, 5) and p["b"].shape == (6, 4000)
+    assert abs(p["u"].std().item() - 2.0) < 0.03
+    assert abs(p["w"].std().item() - 3.0 / math.sqrt(5)) < 0.02
+    assert abs(p["b"].std().item() - 0.5) < 0.01
+    assert not torch.equal(p["u"][0], p["u"][1])
+    s = init_particles(6, 10, 5, "shared", 1.0, 1.0, 1.0, seed=0)
+    assert all(torch.equal(s[k][0], s[k][l]) for k in "uwb" for l in range(6))
+    s["u"][0, 0, 0] += 1  # layers are independent tensors after the copy
+    assert not torch.equal(s["u"][0], s["u"][1])
+    assert torch.equal(init_particles(3, 4, 2, "iid", 1, 1, 1, seed=0)["u"],
+                       init_particles(3, 4, 2, "iid", 1, 1, 1, seed=0)["u"])
+    assert not torch.equal(init_particles(3, 4, 2, "iid", 1, 1, 1, seed=0)["u"],
+                           init_particles(3, 4, 2, "iid", 1, 1, 1, seed=1)["u"])
+    zero = init_particles(3, 4, 2, "iid", 0.0, 1, 1, seed=0)
+    assert torch.count_nonzero(zero["u"]) == 0
+
+
+def test_orthogonal_embedding_and_readout():
+    E = embedding_matrix("orthogonal", 6, 3, seed=0, dtype=torch.float64)
+    R = readout_matrix("orthogonal", 6, 2, seed=0, dtype=torch.float64)
+    torch.testing.assert_close(E.T @ E, torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(R @ R.T, torch.eye(2, dtype=torch.float64))
+    assert torch.equal(embedding_matrix("pad", 4, 2, 0)[:, 0], torch.tensor([1.0, 0, 0, 0]))
+
+
+def test_relu_warns_once_about_theory():
+    import cotresnet.model as model
+    model._RELU_WARNED = False
+    with pytest.warns(UserWarning, match="regularity assumptions"):
+        activation("relu")
