@@ -154,7 +154,7 @@ def cot_distance(p: Particles, q: Particles) -> float:
     a, b = flatten_particles(p).double().cpu(), flatten_particles(q).double().cpu()
     total = 0.0
     for l in range(a.shape[0]):
-        C = torch.cdist(a[l], b[l]).pow(2).numpy()
+        C = torch.cdist(a[l], b[l], compute_mode="donot_use_mm_for_euclid_dist").pow(2).numpy()
         rows, cols = linear_sum_assignment(C)
         total += C[rows, cols].mean()
     return math.sqrt(max(total, 0.0) / a.shape[0])

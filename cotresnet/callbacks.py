@@ -1,0 +1,167 @@
+"""Callbacks: they schedule the pure diagnostics of `diagnostics.py` and log them; nothing else.
+
+Row semantics: the row of step k describes the particles theta_k before the k-th update
+(risk_train is the risk the k-th step differentiates). A last row at step = steps taken describes
+the final particles.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import lightning as pl
+import torch
+
+from . import diagnostics as D
+from .data import Dataset
+
+
+class DivergenceError(RuntimeError):
+    """A non-finite risk or gradient with trainer.fail_on_divergence=true."""
+
+
+class FlowDiagnostics(pl.Callback):
+    """Every step (cheap, from the gradients the step already has): G, P-L ratio, flow fidelity,
+    path length, divergence and convergence checks. Every `log_every` steps: a row with test metrics.
+    Every `kernel_every` / `ot_every` steps: tangent and feature kernels / exact W_COT to mu_0."""
+
+    def __init__(self, data: Dataset, n_probe: int, log_every: int, kernel_every: int, ot_every: int,
+                 converge_ratio: float = 0.0, fail_on_divergence: bool = False):
+        super().__init__()
+        self.data = data
+        self.n_probe = min(n_probe, data.x_train.shape[0])
+        self.log_every, self.kernel_every, self.ot_every = log_every, kernel_every, ot_every
+        self.converge_ratio = converge_ratio
+        self.fail_on_divergence = fail_on_divergence
+        self.state: Dict[str, object] = {
+            "risk0": None, "fidelity_integral": 0.0, "path_length": 0.0, "lambda0": None, "risk_probe0": None,
+            "certified_radius": None, "c0": None, "inside_certified_region": True, "init": None,
+            "min_pl_ratio": math.inf, "status": "max_steps", "diverged_at": None, "last_finite": {},
+        }
+        self.lambda_layers_init = None
+        self.lambda_layers_final = None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _probe(self, device, dtype):
+        return self.data.x_train[: self.n_probe].to(device, dtype), self.data.y_train[: self.n_probe].to(device, dtype)
+
+    def _kernel_metrics(self, net, device) -> Dict[str, float]:
+        x, y = self._probe(device, torch.float64)
+        kd = D.kernel_diagnostics(net, x, y)
+        layers = kd.pop("lambda_min_feature_layers")
+        s = self.state
+        if s["lambda0"] is None:
+            s["lambda0"], s["risk_probe0"] = kd["lambda_min_tangent"], kd["risk_probe"]
+            s.update(D.certificate(kd["risk_probe"], kd["lambda_min_tangent"], self.n_probe))
+            self.lambda_layers_init = layers
+        self.lambda_layers_final = layers
+        if s["lambda0"] > 0:
+            kd["lambda_ratio"] = kd["lambda_min_tangent"] / s["lambda0"]
+            if kd["lambda_ratio"] < 0.5:
+                s["inside_certified_region"] = False
+        return kd
+
+    def _ot_metrics(self, net) -> Dict[str, float]:
+        now, init = net.particles(), self.state["init"]
+        return {"cot_dist_init": D.cot_distance(now, init), "cot_dist_init_upper": D.cot_distance_upper(now, init),
+                "cot_dist_init_lower": D.cot_distance_lower(now, init)}
+
+    def _row(self, trainer, pl_module, step: int, risk: float, G: float) -> Dict[str, float]:
+        net, s = pl_module.net, self.state
+        row = {"step": step, "flow_time": step * pl_module.dt, "risk_train": risk, "grad_norm2": G,
+               "pl_ratio": G / risk if risk > 0 else math.nan,
+               "risk_predicted": D.fidelity_prediction(s["risk0"], s["fidelity_integral"]),
+               "path_length": s["path_length"]}
+        if s["certified_radius"] is not None and math.isfinite(s["certified_radius"]):
+            row["path_over_radius"] = s["path_length"] / s["certified_radius"]
+            if row["path_over_radius"] >= 1.0:
+                s["inside_certified_region"] = False
+        row.update(D.evaluate(net, self.data.x_test.to(net.u.device), self.data.y_test.to(net.u.device),
+                              self.data.classification, "test"))
+        if self.data.classification:
+            row.update(D.evaluate(net, self.data.x_train.to(net.u.device), self.data.y_train.to(net.u.device),
+                                  True, "train"))
+        if self.kernel_every and step % self.kernel_every == 0:
+            row.update(self._kernel_metrics(net, net.u.device))
+        if self.ot_every and step % self.ot_every == 0:
+            row.update(self._ot_metrics(net))
+        return row
+
+    def _log(self, trainer, row: Dict[str, float]) -> None:
+        for lg in trainer.loggers:
+            lg.log_metrics(row, step=int(row["step"]))
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer, pl_module):
+        if self.state["init"] is None:
+            self.state["init"] = pl_module.net.particles()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        net, s = pl_module.net, self.state
+        step = trainer.global_step
+        G_t = D.grad_norm2([p.grad for p in net.parameters()], net.L, net.M)
+        risk, G = pl_module.last_risk.item(), G_t.item()
+        if not (math.isfinite(risk) and math.isfinite(G)):
+            self._diverge(trainer, pl_module, step, risk, G)
+            return
+        if s["risk0"] is None:
+            s["risk0"] = risk
+        if step % self.log_every == 0:
+            row = self._row(trainer, pl_module, step, risk, G)
+            s["last_finite"] = row
+            self._log(trainer, row)
+        ratio = G / risk if risk > 0 else math.inf
+        s["min_pl_ratio"] = min(s["min_pl_ratio"], ratio)
+        s["fidelity_integral"] += pl_module.dt * ratio
+        # the SGD step moves theta by lr * grad: its COT length is lr sqrt(sum |grad|^2 / (L M))
+        s["path_length"] += pl_module.lr * math.sqrt(G) / (net.L * net.M)
+        if self.converge_ratio > 0 and risk <= self.converge_ratio * s["risk0"]:
+            s["status"] = "converged"
+            trainer.should_stop = True
+
+    def _diverge(self, trainer, pl_module, step: int, risk: float, G: float):
+        s = self.state
+        s["status"], s["diverged_at"] = "diverged", step
+        if self.fail_on_divergence:
+            raise DivergenceError(f"non-finite risk ({risk}) or gradient norm ({G}) at step {step}")
+        # make this step a no-op so the particles stay the last finite ones
+        for p in pl_module.net.parameters():
+            p.grad = torch.zeros_like(p)
+        trainer.should_stop = True
+
+    def on_train_end(self, trainer, pl_module):
+        """The final row: the particles after the last update (not for a diverged run)."""
+        if self.state["status"] == "diverged":
+            return
+        net = pl_module.net
+        step = trainer.global_step
+        x, y = self.data.x_train.to(net.u.device, net.u.dtype), self.data.y_train.to(net.u.device, net.u.dtype)
+        with torch.enable_grad():
+            net.zero_grad(set_to_none=True)
+            risk_t = net.risk(x, y)
+            risk_t.backward()
+        G = D.grad_norm2([p.grad for p in net.parameters()], net.L, net.M).item()
+        net.zero_grad(set_to_none=True)
+        risk = risk_t.item()
+        if not (math.isfinite(risk) and math.isfinite(G)):
+            self.state["status"], self.state["diverged_at"] = "diverged", step
+            return
+        row = self._row(trainer, pl_module, step, risk, G)
+        if self.kernel_every and "lambda_min_tangent" not in row:
+            row.update(self._kernel_metrics(net, net.u.device))
+        if self.ot_every and "cot_dist_init" not in row:
+            row.update(self._ot_metrics(net))
+        if self.converge_ratio > 0 and risk <= self.converge_ratio * self.state["risk0"]:
+            self.state["status"] = "converged"
+        self.state["last_finite"] = row
+        self._log(trainer, row)
+
+    def state_dict(self):
+        return {**self.state, "lambda_layers_init": self.lambda_layers_init,
+                "lambda_layers_final": self.lambda_layers_final}
+
+    def load_state_dict(self, state):
+        state = dict(state)
+        self.lambda_layers_init = state.pop("lambda_layers_init")
+        self.lambda_layers_final = state.pop("lambda_layers_final")
+        self.state.update(state)

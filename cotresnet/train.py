@@ -1,0 +1,243 @@
+"""Hydra entry point: config -> data + particles -> Lightning training -> run directory.
+
+    cotresnet-train [overrides]          python -m cotresnet.train [overrides]
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+import traceback
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Dict
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from .config import ConfigError, register, validate, validate_against_data
+from .data import Dataset, load_dataset
+
+log = logging.getLogger("cotresnet")
+# Lightning's banners (accelerator, tips) drown the run's own summary; its warnings still show.
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+register()
+if not OmegaConf.has_resolver("uid"):
+    # six random hex digits: run directories stay unique when many jobs start in the same second
+    OmegaConf.register_new_resolver("uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+
+STATUSES = ("converged", "diverged", "max_steps", "failed")
+
+
+def check_config(cfg) -> Dataset:
+    """Every check that can run before anything is written; returns the (float64) dataset."""
+    validate(cfg)
+    dataset = load_dataset(cfg.data)
+    validate_against_data(cfg, dataset.d_in, dataset.d_out, dataset.x_train.shape[0])
+    return dataset
+
+
+class ValidateConfig(HydraCallback):
+    """Runs `check_config` before Hydra creates any directory (single runs and the sweep's base config)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_config(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_config(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from .report import count_statuses
+
+        print(count_statuses(Path(config.hydra.sweep.dir)))
+
+
+def versions() -> Dict[str, str]:
+    import lightning
+    import torchdiffeq
+
+    return {"cotresnet": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+            "torchdiffeq": torchdiffeq.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
+
+
+def flat_config(cfg) -> Dict[str, Any]:
+    """The config as one flat dict with dotted keys (searchable on dashboards)."""
+    out = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node if not isinstance(node, list) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def make_loggers(cfg, run_dir: Path):
+    from .rundir import MetricsCSV
+
+    loggers = [MetricsCSV(run_dir)]
+    if cfg.logger.tensorboard is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        tb = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+        tb.log_hyperparams(flat_config(cfg))
+        loggers.append(tb)
+    if cfg.logger.wandb is not None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        wc = cfg.logger.wandb
+        loggers.append(WandbLogger(
+            project=wc.project, entity=wc.entity, mode=wc.mode, group=wc.group or sweep_group(),
+            tags=list(wc.tags), name=job_name(run_dir), save_dir=str(run_dir), config=flat_config(cfg),
+            # one run per job even when a worker process runs several jobs (joblib)
+            reinit="finish_previous", id=f"{job_name(run_dir)}-{uuid.uuid4().hex[:8]}",
+        ))
+    return loggers
+
+
+def sweep_group():
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+
+
+def job_name(run_dir: Path) -> str:
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return f"{Path(hc.sweep.dir).name}/{run_dir.name}"
+    return run_dir.name
+
+
+def train(cfg, dataset: Dataset, run_dir: Path) -> Dict[str, Any]:
+    import lightning as pl
+
+    from .callbacks import FlowDiagnostics
+    from .data import FlowDataModule
+    from .model import build_model
+    from .module import COTFlowModule
+    from .plots import plot_run
+    from .rundir import atomic_torch_save, atomic_write_json, finite_or_none, save_particles
+
+    t0 = time.time()
+    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg, dataset.d_in, dataset.d_out)
+    if cfg.model.activation == "relu":
+        log.warning("activation=relu lies outside the theory's regularity assumptions (see README)")
+    atomic_torch_save(dataset.tensors(), run_dir / "data.pt")
+    module = COTFlowModule(net, cfg.optim.dt, cfg.optim.parameterization)
+    diag = FlowDiagnostics(dataset, cfg.callbacks.n_probe, cfg.trainer.log_every, cfg.callbacks.kernel_every,
+                           cfg.callbacks.ot_every, cfg.trainer.converge_ratio, cfg.trainer.fail_on_divergence)
+    loggers = make_loggers(cfg, run_dir)
+    trainer = pl.Trainer(
+        max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator, devices=1,
+        logger=loggers, callbacks=[diag], enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
+        log_every_n_steps=1, precision="64-true" if cfg.model.dtype == "float64" else "32-true",
+        default_root_dir=str(run_dir), plugins=_cluster_plugins(),
+    )
+    dm = FlowDataModule(dataset.to(getattr(torch, cfg.model.dtype)), cfg.trainer.max_steps, cfg.optim.batch_size,
+                        cfg.seed)
+    trainer.fit(module, datamodule=dm)
+
+    s = diag.state
+    meta = {**net.meta(), "parameterization": cfg.optim.parameterization, "dtype": cfg.model.dtype,
+            "embedding_kind": cfg.model.embedding, "readout_kind": cfg.model.readout}
+    save_particles(run_dir / "particles.pt", s["init"], net.particles(), meta)
+    final = {k: finite_or_none(v) for k, v in s["last_finite"].items()}
+    summary = {
+        "status": s["status"], "steps": trainer.global_step, "flow_time": trainer.global_step * cfg.optim.dt,
+        "diverged_at": s["diverged_at"], "final": final, "risk_init": finite_or_none(s["risk0"]),
+        "min_pl_ratio": finite_or_none(s["min_pl_ratio"]),
+        "certificate": {"lambda_min_tangent_init": s["lambda0"], "c0": s["c0"],
+                        "certified_radius": finite_or_none(s["certified_radius"]),
+                        "n_probe": diag.n_probe, "inside_certified_region": s["inside_certified_region"]
+                        if s["lambda0"] is not None else None},
+        "lambda_min_feature_layers": {
+            "init": None if diag.lambda_layers_init is None else diag.lambda_layers_init.tolist(),
+            "final": None if diag.lambda_layers_final is None else diag.lambda_layers_final.tolist()},
+        "wall_time_s": time.time() - t0, "seed": cfg.seed, "versions": versions(), "run_dir": str(run_dir),
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    plot_run(run_dir, s["certified_radius"])
+    for lg in loggers:
+        if lg.__class__.__name__ == "WandbLogger":
+            lg.experiment.summary.update({"status": s["status"], **{k: v for k, v in final.items() if v is not None}})
+            lg.experiment.finish()
+    return summary
+
+
+def _cluster_plugins():
+    """Under SLURM, Lightning's own requeue handling is off: submitit owns signals and requeueing."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+def _print_summary(summary: Dict[str, Any]) -> None:
+    f = summary["final"]
+    g = lambda k: "n/a" if f.get(k) is None else f"{f[k]:.4g}"
+    c = summary["certificate"]
+    print(f"status={summary['status']} steps={summary['steps']} flow_time={summary['flow_time']:.4g} "
+          f"wall={summary['wall_time_s']:.1f}s")
+    print(f"risk_train {summary['risk_init']:.4g} -> {g('risk_train')}  risk_test {g('risk_test')}  "
+          f"min P-L ratio {summary['min_pl_ratio'] or float('nan'):.4g}")
+    print(f"lambda_min tangent {g('lambda_min_tangent')} (init {c['lambda_min_tangent_init']})  "
+          f"certified radius {c['certified_radius']}  path_length {g('path_length')}  "
+          f"W_COT(mu_t, mu_0) {g('cot_dist_init')}  inside certified region: {c['inside_certified_region']}")
+    print(f"run directory: {summary['run_dir']}")
+
+
+def _remove_if_only_hydra(run_dir: Path) -> None:
+    """A job whose config fails its checks leaves nothing: drop the directory Hydra made for it."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", f"{HydraConfig.get().job.name}.log"}:
+        shutil.rmtree(run_dir)
+
+
+def run(cfg: DictConfig) -> Dict[str, Any]:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        dataset = check_config(cfg)
+    except ConfigError:
+        _remove_if_only_hydra(run_dir)
+        raise
+    try:
+        summary = train(cfg, dataset, run_dir)
+    except Exception as e:
+        from .rundir import atomic_write_bytes, atomic_write_json
+
+        atomic_write_bytes(run_dir / "traceback.txt", traceback.format_exc().encode())
+        atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(e).__name__}: {e}",
+                                                     "seed": cfg.seed, "versions": versions(),
+                                                     "run_dir": str(run_dir)})
+        log.error("job failed: %s (traceback in %s)", e, run_dir / "traceback.txt")
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return {"status": "failed"}  # the sweep goes on; the report counts it
+        raise
+    _print_summary(summary)
+    return summary
+
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> Dict[str, Any]:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
