@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-import lightning as pl
 import torch
 from torch import Tensor
 
@@ -122,26 +121,9 @@ def load_dataset(dc) -> Dataset:
     return ds
 
 
-class FlowDataModule(pl.LightningDataModule):
-    """Full batch by default: the whole training set is one batch, moved to the device once and
-    handed out `steps` times without collation. With `batch_size`, seeded shuffled minibatches."""
+class RepeatBatch:
+    """The same batch `steps` times: no collation, no copies."""
 
-    def __init__(self, dataset: Dataset, steps: int, batch_size: Optional[int] = None, seed: int = 0):
-        super().__init__()
-        self.dataset = dataset
-        self.steps = steps
-        self.batch_size = batch_size
-        self.seed = seed
-
-    def train_dataloader(self):
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
-        x, y = self.dataset.x_train.to(device), self.dataset.y_train.to(device)
-        if self.batch_size is None:
-            return _Repeat((x, y), self.steps)
-        return _Minibatches(x, y, self.batch_size, self.steps, self.seed)
-
-
-class _Repeat:
     def __init__(self, batch, steps: int):
         self.batch, self.steps = batch, steps
 
@@ -152,7 +134,7 @@ class _Repeat:
         return itertools.repeat(self.batch, self.steps)
 
 
-class _Minibatches:
+class Minibatches:
     """`steps` minibatches; epoch e's order is a permutation seeded by (seed, e), so a resumed run
     can regenerate it without saved iterator state."""
 

@@ -1,9 +1,13 @@
-"""The LightningModule: it only trains. One step is the COT gradient-flow step (design.md section 2)."""
+"""Lightning classes: the module only trains (one step is the COT gradient-flow step, design.md
+section 2); the data module hands out the full batch or seeded minibatches."""
 from __future__ import annotations
+
+from typing import Optional
 
 import lightning as pl
 import torch
 
+from .data import Dataset, Minibatches, RepeatBatch
 from .model import MeanFieldResNet
 
 
@@ -32,3 +36,22 @@ class COTFlowModule(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.net.parameters(), lr=self.lr)
+
+
+class FlowDataModule(pl.LightningDataModule):
+    """Full batch by default: the whole training set is one batch, moved to the device once and
+    handed out `steps` times without collation. With `batch_size`, seeded shuffled minibatches."""
+
+    def __init__(self, dataset: Dataset, steps: int, batch_size: Optional[int] = None, seed: int = 0):
+        super().__init__()
+        self.dataset = dataset
+        self.steps = steps
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_dataloader(self):
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        x, y = self.dataset.x_train.to(device), self.dataset.y_train.to(device)
+        if self.batch_size is None:
+            return RepeatBatch((x, y), self.steps)
+        return Minibatches(x, y, self.batch_size, self.steps, self.seed)

@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import time
 import traceback
 import uuid
@@ -38,6 +39,9 @@ if not OmegaConf.has_resolver("uid"):
 STATUSES = ("converged", "diverged", "max_steps", "failed")
 
 
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
 def check_config(cfg) -> Dataset:
     """Every check that can run before anything is written; returns the (float64) dataset."""
     validate(cfg)
@@ -46,14 +50,55 @@ def check_config(cfg) -> Dataset:
     return dataset
 
 
+def compose_config(overrides=()) -> DictConfig:
+    """The composed training config for a list of overrides, outside a Hydra run (scripts, tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def _refuse(message: str) -> None:
+    """Exit 2 with one line naming the field. SystemExit passes through Hydra's callback and error
+    wrappers (they catch Exception), so nothing is created after it."""
+    print(f"cotresnet: invalid configuration: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def sweep_job_configs(config: DictConfig):
+    """(overrides, composed config) of every job of a basic-sweeper multirun."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(list(config.hydra.overrides.task))
+    loader = GlobalHydra.instance().config_loader()
+    for batch in BasicSweeper.split_arguments(parsed, None):
+        for overrides in batch:
+            yield overrides, loader.load_sweep_config(config, list(overrides))
+
+
 class ValidateConfig(HydraCallback):
-    """Runs `check_config` before Hydra creates any directory (single runs and the sweep's base config)."""
+    """Checks configs before Hydra creates any directory: the single run's, or every job of a sweep."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_config(config)
+        try:
+            check_config(config)
+        except ConfigError as e:
+            _refuse(str(e))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_config(config)
+        if config.hydra.sweeper._target_ != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
+            return  # other sweepers choose jobs as they go: each job checks itself
+        bad = []
+        for overrides, job_cfg in sweep_job_configs(config):
+            try:
+                check_config(job_cfg)
+            except ConfigError as e:
+                bad.append(f"[{' '.join(overrides)}] {e}")
+        if bad:
+            _refuse(f"{len(bad)} sweep job(s) refused, nothing launched:\n  " + "\n  ".join(bad))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .report import count_statuses
@@ -107,14 +152,17 @@ def make_loggers(cfg, run_dir: Path):
     return loggers
 
 
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def sweep_group():
-    hc = HydraConfig.get()
-    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    return Path(HydraConfig.get().sweep.dir).name if _multirun() else None
 
 
 def job_name(run_dir: Path) -> str:
-    hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
+    if _multirun():
+        hc = HydraConfig.get()
         return f"{Path(hc.sweep.dir).name}/{run_dir.name}"
     return run_dir.name
 
@@ -123,9 +171,8 @@ def train(cfg, dataset: Dataset, run_dir: Path) -> Dict[str, Any]:
     import lightning as pl
 
     from .callbacks import FlowDiagnostics
-    from .data import FlowDataModule
     from .model import build_model
-    from .module import COTFlowModule
+    from .module import COTFlowModule, FlowDataModule
     from .plots import plot_run
     from .rundir import atomic_torch_save, atomic_write_json, finite_or_none, save_particles
 
@@ -224,14 +271,11 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
                                                      "seed": cfg.seed, "versions": versions(),
                                                      "run_dir": str(run_dir)})
         log.error("job failed: %s (traceback in %s)", e, run_dir / "traceback.txt")
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if _multirun():
             return {"status": "failed"}  # the sweep goes on; the report counts it
         raise
     _print_summary(summary)
     return summary
-
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")

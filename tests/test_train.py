@@ -1,0 +1,150 @@
+"""Training: the Lightning path is the gradient-flow step, the flow does not depend on (L, M),
+the command line leaves the run directory of design.md section 6, bad configs are refused."""
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from cotresnet.model import build_model, model_from_particles
+from cotresnet.module import learning_rate
+from cotresnet.train import check_config, compose_config, train
+
+TRAIN = [sys.executable, "-m", "cotresnet.train"]
+SMALL = ["model.L=3", "model.M=8", "data.n_train=24", "data.n_test=8", "callbacks.n_probe=16"]
+
+
+def cli(args, cwd, env=None, timeout=300):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "WANDB_SILENT": "true", **(env or {})})
+
+
+@pytest.mark.parametrize("overrides", [[], ["optim.parameterization=standard"], ["optim.batch_size=5"]])
+def test_lightning_training_equals_plain_gradient_descent(tmp_path, overrides):
+    cfg = compose_config(SMALL + ["model.dtype=float64", "trainer.max_steps=7", "callbacks.kernel_every=0",
+                                  "callbacks.ot_every=0", "optim.dt=0.05"] + overrides)
+    ds = check_config(cfg)
+    train(cfg, ds, tmp_path)
+    final = torch.load(tmp_path / "particles.pt", weights_only=True)["final"]
+    net = build_model(cfg, ds.d_in, ds.d_out)
+    opt = torch.optim.SGD(net.parameters(), lr=learning_rate(0.05, 3, 8, cfg.optim.parameterization))
+    from cotresnet.data import Minibatches, RepeatBatch
+    batches = (RepeatBatch((ds.x_train, ds.y_train), 7) if cfg.optim.batch_size is None
+               else Minibatches(ds.x_train, ds.y_train, cfg.optim.batch_size, 7, cfg.seed))
+    for x, y in batches:
+        opt.zero_grad()
+        net.risk(x, y).backward()
+        opt.step()
+    for k in "uwb":
+        torch.testing.assert_close(final[k], getattr(net, k).detach(), rtol=0, atol=1e-13)
+
+
+def final_risks(parameterization, seeds=range(4), steps=200, dt=0.1):
+    out = []
+    for seed in seeds:
+        row = []
+        for L, M in [(4, 32), (8, 128), (16, 512)]:
+            cfg = compose_config([f"model.L={L}", f"model.M={M}", f"seed={seed}", "data.n_train=128",
+                                  f"optim.parameterization={parameterization}"])
+            ds = check_config(cfg)
+            net = build_model(cfg, ds.d_in, ds.d_out)
+            opt = torch.optim.SGD(net.parameters(), lr=learning_rate(dt, L, M, parameterization))
+            x, y = ds.x_train.float(), ds.y_train.float()
+            risk0 = net.risk(x, y).item()
+            for _ in range(steps):
+                opt.zero_grad()
+                net.risk(x, y).backward()
+                opt.step()
+            row.append((risk0, net.risk(x, y).item()))
+        out.append(row)
+    return torch.tensor(out)  # (seeds, sizes, [initial, final])
+
+
+def test_mean_field_flow_does_not_depend_on_L_and_M_but_standard_does():
+    mf = final_risks("mean_field")
+    final = mf[:, :, 1]
+    gaps = (final[:, 1:] - final[:, :-1]).abs().mean(0)  # mean over seeds of |r(k+1) - r(k)|
+    assert gaps[1] < 0.6 * gaps[0], gaps
+    assert (final < 0.1 * mf[:, :, 0]).all()  # the flow trains at every size
+    std = final_risks("standard")
+    drop = (std[:, :, 0] - std[:, :, 1]).mean(0)
+    # without the L M factor the same dt moves a (16, 512) network far less than a (4, 32) one
+    assert drop[0] > 3 * drop[2] and drop[2] < 0.1 * (mf[:, 2, 0] - mf[:, 2, 1]).mean(), drop
+
+
+@pytest.mark.slow
+def test_console_script_leaves_the_run_directory_and_particles_reproduce_the_risk(tmp_path):
+    run = tmp_path / "run"
+    exe = Path(sys.executable).parent / "cotresnet-train"
+    r = cli([str(exe), f"hydra.run.dir={run}", "trainer.max_steps=60", "callbacks.kernel_every=30",
+             "callbacks.ot_every=30", *SMALL], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in [".hydra/config.yaml", "metrics.csv", "summary.json", "particles.pt", "data.pt", "plots/risk.png",
+                 "plots/pl_ratio.png", "plots/lambda_min.png", "plots/distance.png"]:
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] in ("max_steps", "converged") and summary["seed"] == 0
+    assert {"torch", "lightning", "cotresnet"} <= set(summary["versions"])
+    p = torch.load(run / "particles.pt", weights_only=True)
+    L, M, d = 3, 8, 8
+    assert p["init"]["u"].shape == p["final"]["w"].shape == (L, M, d) and p["final"]["b"].shape == (L, M)
+    assert {"activation", "d", "d_in", "d_out", "embedding", "readout", "parameterization"} <= set(p["meta"])
+    data = torch.load(run / "data.pt", weights_only=True)
+    net = model_from_particles(p["final"], p["meta"])
+    risk = net.risk(data["x_train"].float(), data["y_train"].float()).item()
+    assert risk == pytest.approx(summary["final"]["risk_train"], rel=1e-6)
+    import pandas as pd
+    m = pd.read_csv(run / "metrics.csv")
+    assert list(m["step"]) == list(range(0, 61, 10))
+    assert (m["flow_time"] == m["step"] * 0.1).all()
+
+
+@pytest.mark.slow
+def test_python_dash_m_and_unique_directories_in_the_same_second(tmp_path):
+    runs = []
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: cli(TRAIN + ["trainer.max_steps=2", "callbacks.kernel_every=0",
+                                                         "callbacks.ot_every=0", *SMALL], cwd=tmp_path), range(2)))
+    for r in results:
+        assert r.returncode == 0, r.stderr
+        runs.append(r.stdout.split("run directory: ")[1].strip())
+    assert len(set(runs)) == 2 and all(Path(x).is_dir() for x in runs)
+
+
+BAD = [
+    (["model.L=0"], "model.L"),
+    (["model.M=0"], "model.M"),
+    (["optim.dt=0"], "optim.dt"),
+    (["optim.dt=-1"], "optim.dt"),
+    (["optim.dt=nan"], "optim.dt"),
+    (["optim.dt=inf"], "optim.dt"),
+    (["model.activation=sigmoid"], "model.activation"),
+    (["model.integrator=heun"], "model.integrator"),
+    (["data.name=mnist"], "data.name"),
+    (["model.L=abc"], "model.L"),
+    (["model.width=3"], "model.width"),
+    (["model.d=3"], "model.d"),
+    (["callbacks.n_probe=100000"], "callbacks.n_probe"),
+    (["data.name=file", "data.path=/nonexistent/data.pt"], "data.path"),
+    (["model.adjoint=true"], "model.adjoint"),
+]
+
+
+@pytest.mark.slow
+def test_bad_configurations_are_refused_naming_the_field_and_write_nothing(tmp_path):
+    def one(case):
+        overrides, field = case
+        out = tmp_path / f"run_{abs(hash(tuple(overrides)))}"
+        r = cli(TRAIN + [f"hydra.run.dir={out}", *overrides], cwd=tmp_path)
+        return overrides, field, out, r
+
+    with ThreadPoolExecutor(2) as pool:
+        for overrides, field, out, r in pool.map(one, BAD):
+            assert r.returncode != 0, overrides
+            assert field in r.stderr, (overrides, r.stderr[-800:])
+            assert not out.exists(), overrides
+    assert not (tmp_path / "outputs").exists()
