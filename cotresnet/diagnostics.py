@@ -68,16 +68,18 @@ def euler_quantities(net: MeanFieldResNet, x: Tensor, y: Tensor) -> Dict[str, Te
     return {"X": torch.stack(X), "Z": torch.stack(Z), "A": torch.stack(A), "r": r}
 
 
-def tangent_kernel(net: MeanFieldResNet, x: Tensor) -> Tensor:
+def tangent_kernel(net: MeanFieldResNet, x: Tensor, q: Optional[Dict[str, Tensor]] = None) -> Tensor:
     """COT tangent kernel K = L M J J^T, J = d(R X_1(x_i)) / d theta: (n d_out, n d_out), rows (i, k).
 
     Euler: per layer, K += 1/(L M) [(A A^T) o (F F^T) + (B B^T) o (X X^T + 1)] with F = sigma(Z),
     B[(i,k), m] = sigma'(z_im) (A^i u_m)_k; nothing of size n d_out x P is formed.
+    `q`: euler_quantities(net, x, .) when the caller already has them.
     """
     if net.integrator != "euler" or net.adjoint:
         return tangent_kernel_autograd(net, x)
     L, M = net.L, net.M
-    q = euler_quantities(net, x, torch.zeros(x.shape[0], net.readout.shape[0], dtype=x.dtype, device=x.device))
+    if q is None:
+        q = euler_quantities(net, x, torch.zeros(x.shape[0], net.readout.shape[0], dtype=x.dtype, device=x.device))
     n, d_out = x.shape[0], net.readout.shape[0]
     expand = lambda S: S.repeat_interleave(d_out, 0).repeat_interleave(d_out, 1)
     K = torch.zeros(n * d_out, n * d_out, dtype=x.dtype, device=x.device)
@@ -127,18 +129,19 @@ def feature_lambda_min(net: MeanFieldResNet, X: Tensor) -> Tensor:
     return torch.linalg.eigvalsh(feature_kernels(net, X).double())[:, 0].cpu()
 
 
-def u_gradient_identity(net: MeanFieldResNet, x: Tensor, y: Tensor) -> Dict[str, float]:
+def u_gradient_identity(net: MeanFieldResNet, x: Tensor, y: Tensor, q: Optional[Dict[str, Tensor]] = None,
+                        lam: Optional[Tensor] = None) -> Dict[str, float]:
     """The u part of G and its feature-kernel lower bound (Euler ResNet):
 
     G_u = sum_l 1/(L n^2) sum_{ij} (g^i . g^j) K_l[i, j] >= sum_l 1/(L n^2) lambda_min(K_l) sum_i |g^i|^2,
-    with g^i = n dL/dx_{l+1}^i = A_l^{iT} r^i.
+    with g^i = n dL/dx_{l+1}^i = A_l^{iT} r^i. `q`, `lam`: precomputed euler_quantities and feature_lambda_min.
     """
-    q = euler_quantities(net, x, y)
+    q = euler_quantities(net, x, y) if q is None else q
     n, L = x.shape[0], net.L
     g = torch.einsum("lnkd,nk->lnd", q["A"], q["r"])  # (L, n, d)
     K = feature_kernels(net, q["X"])
     G_u = (torch.einsum("lid,ljd,lij->", g, g, K) / (L * n * n)).item()
-    lam = feature_lambda_min(net, q["X"]).to(g.device)
+    lam = (feature_lambda_min(net, q["X"]) if lam is None else lam).to(g.device)
     bound = ((lam * g.pow(2).sum((1, 2))).sum() / (L * n * n)).item()
     return {"grad_norm2_u": G_u, "grad_norm2_u_lower": bound}
 
@@ -192,10 +195,15 @@ def kernel_diagnostics(net: MeanFieldResNet, x: Tensor, y: Tensor) -> Dict[str, 
     net64 = as_float64(net)
     x, y = x.double(), y.double()
     n = x.shape[0]
-    K = tangent_kernel(net64, x)
-    with torch.no_grad():
-        X = net64.states(net64.embed(x))
-        r = (net64.read(X[-1]) - y).reshape(-1)
+    euler = net64.integrator == "euler" and not net64.adjoint
+    q = euler_quantities(net64, x, y) if euler else None
+    K = tangent_kernel(net64, x, q)
+    if euler:
+        X, r = q["X"], q["r"].reshape(-1)
+    else:
+        with torch.no_grad():
+            X = net64.states(net64.embed(x))
+            r = (net64.read(X[-1]) - y).reshape(-1)
     lam = lambda_min(K)
     risk = 0.5 * r.pow(2).sum().item() / n
     G = (r @ K @ r).item() / n**2
@@ -210,8 +218,8 @@ def kernel_diagnostics(net: MeanFieldResNet, x: Tensor, y: Tensor) -> Dict[str, 
         "lambda_min_feature_mean": lam_feat.mean().item(),
         "lambda_min_feature_layers": lam_feat,
     }
-    if net64.integrator == "euler" and not net64.adjoint:
-        out.update(u_gradient_identity(net64, x, y))
+    if euler:
+        out.update(u_gradient_identity(net64, x, y, q, lam_feat))
     return out
 
 

@@ -1,0 +1,198 @@
+"""Benchmark suite: every row is a ratio against a baseline measured in the same process.
+
+    python scripts/bench.py [--gpu] [--quick] [--json bench.json]
+
+Rows:
+  lightning_vs_plain   one full-batch step through Lightning (the framework's path) / a plain
+                       PyTorch loop of the same model (zero_grad, risk, backward, SGD step)
+  step_vs_matmuls      the plain step / the same layer matmuls run bare (forward + backward shapes)
+  diagnostics_on_off   the default job with its default diagnostics / without the diagnostics callback
+  integrators          Euler / rk4 / dopri5 / rk4+adjoint: step time and activation memory (bytes of
+                       tensors autograd saves), each against Euler
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cotresnet.callbacks import FlowDiagnostics  # noqa: E402
+from cotresnet.model import MeanFieldResNet, embedding_matrix, init_particles, readout_matrix  # noqa: E402
+from cotresnet.module import COTFlowModule, FlowDataModule, learning_rate  # noqa: E402
+from cotresnet.data import Dataset  # noqa: E402
+
+
+def make(N, d, L, M, device, integrator="euler", adjoint=False, dtype=torch.float32, seed=0):
+    d_in = d_out = max(1, d // 2)
+    p = init_particles(L, M, d, "iid", 1.0, 1.0, 1.0, seed, dtype)
+    net = MeanFieldResNet(p["u"], p["w"], p["b"], "tanh", embedding_matrix("pad", d, d_in, 0, dtype),
+                          readout_matrix("first", d, d_out, 0, dtype), integrator=integrator, substeps=2,
+                          adjoint=adjoint, rtol=1e-5, atol=1e-7).to(device)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, d_in, generator=g, dtype=dtype)
+    y = torch.tanh(x[:, :d_out] * 2)
+    return net, Dataset(x, y, x[:0], y[:0])
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_plain(net, ds, steps, device, warmup=5):
+    x, y = ds.x_train.to(device), ds.y_train.to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=learning_rate(0.01, net.L, net.M, "mean_field"))
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        net.risk(x, y).backward()
+        opt.step()
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+class _StepTimer:
+    """Times steps warmup..end of a Lightning fit (excludes Trainer start-up)."""
+
+    def __init__(self, warmup):
+        import lightning as pl
+
+        timer = self
+
+        class CB(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == warmup:
+                    sync(pl_module.device)
+                    timer.t0 = time.perf_counter()
+
+            def on_train_end(self, trainer, pl_module):
+                sync(pl_module.device)
+                timer.t1 = time.perf_counter()
+
+        self.callback = CB()
+
+
+def fit(net, ds, steps, device, callbacks=(), warmup=5):
+    import lightning as pl
+
+    timer = _StepTimer(warmup)
+    module = COTFlowModule(net, 0.01, "mean_field")
+    trainer = pl.Trainer(max_steps=warmup + steps, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                         logger=False, callbacks=[timer.callback, *callbacks], enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, log_every_n_steps=1)
+    t = time.perf_counter()
+    trainer.fit(module, datamodule=FlowDataModule(ds, warmup + steps))
+    return (timer.t1 - timer.t0) / steps, time.perf_counter() - t
+
+
+def time_matmuls(N, d, L, M, device, steps, dtype=torch.float32):
+    """The step's matmuls alone: per layer forward x W^T, h U; backward the 4 transposed products."""
+    x = torch.randn(N, d, device=device, dtype=dtype)
+    W = torch.randn(M, d, device=device, dtype=dtype)
+    U = torch.randn(M, d, device=device, dtype=dtype)
+    h = torch.randn(N, M, device=device, dtype=dtype)
+    for i in range(3 + steps):
+        if i == 3:
+            sync(device)
+            t0 = time.perf_counter()
+        for _ in range(L):
+            x @ W.T, h @ U, x @ U.T, h.T @ x, x.T @ h, x @ W.T  # noqa: B018 (fwd 2, bwd 4)
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def interleaved_best(fns, repeats):
+    """Best time of each function over `repeats` rounds, run in turn (the machine's load drifts)."""
+    best = [math.inf] * len(fns)
+    for _ in range(repeats):
+        for i, f in enumerate(fns):
+            best[i] = min(best[i], f())
+    return best
+
+
+def activation_bytes(net, ds, device):
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    x, y = ds.x_train.to(device), ds.y_train.to(device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        risk = net.risk(x, y)
+    risk.backward()
+    return total
+
+
+def main(argv=None):
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpu", action="store_true", help="run on cuda:0 with GPU-sized shapes")
+    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    ap.add_argument("--json", type=Path, default=Path("bench.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+    device = torch.device("cuda:0" if args.gpu else "cpu")
+    rows = []
+    n = 20 if args.quick else 200
+
+    def row(name, size, value, base, unit="s/step", **extra):
+        r = {"row": name, "size": size, "value": value, "baseline": base, "ratio": value / base, "unit": unit, **extra}
+        rows.append(r)
+        print(f"{name:34s} {size:28s} {value:12.4g} {base:12.4g} {r['ratio']:8.3f}", flush=True)
+
+    print(f"device: {device} ({torch.cuda.get_device_name(0) if args.gpu else f'{torch.get_num_threads()} CPU threads'})")
+    print(f"{'row':34s} {'(N, d, L, M)':28s} {'value':>12s} {'baseline':>12s} {'ratio':>8s}")
+    sizes = [(256, 8, 16, 128), (4096, 32, 64, 256)] if not args.gpu else [(1024, 16, 16, 128), (8192, 64, 64, 1024)]
+    for N, d, L, M in sizes:
+        steps = n if N * L * M < 1e8 else max(5, n // 20)
+        net, ds = make(N, d, L, M, device)
+        plain, lit = interleaved_best([lambda: time_plain(net, ds, steps, device),
+                                       lambda: fit(net, ds, steps, device)[0]], 2 if args.quick else 5)
+        row("lightning_vs_plain", str((N, d, L, M)), lit, plain)
+        row("step_vs_matmuls", str((N, d, L, M)), plain, time_matmuls(N, d, L, M, device, steps))
+
+    # the default job: 256 teacher samples, L=16, M=128, default cadences, 1500 steps
+    from cotresnet.train import check_config, compose_config
+
+    cfg = compose_config(["trainer.max_steps=%d" % (300 if args.quick else 1500)])
+    data = check_config(cfg)
+    from cotresnet.model import build_model
+
+    def default_job(with_diag):
+        net = build_model(cfg, data.d_in, data.d_out).to(device)
+        cbs = [FlowDiagnostics(data, cfg.callbacks.n_probe, cfg.trainer.log_every, cfg.callbacks.kernel_every,
+                               cfg.callbacks.ot_every, 0.0)] if with_diag else []
+        return fit(net, data.to(torch.float32), cfg.trainer.max_steps - 5, device, cbs)[1]
+
+    off, on = interleaved_best([lambda: default_job(False), lambda: default_job(True)], 2 if args.quick else 3)
+    row("diagnostics_on_off", "default job (fit wall)", on, off, unit="s")
+
+    N, d, L, M = (256, 8, 16, 128) if not args.gpu else (1024, 16, 16, 128)
+    base_net, ds = make(N, d, L, M, device)
+    euler_t = time_plain(base_net, ds, max(5, n // 4), device)
+    euler_m = activation_bytes(base_net, ds, device)
+    for integ, adj in [("rk4", False), ("dopri5", False), ("rk4", True)]:
+        net, _ = make(N, d, L, M, device, integ, adj)
+        name = f"{integ}{'+adjoint' if adj else ''}_vs_euler"
+        row(name, str((N, d, L, M)), time_plain(net, ds, max(5, n // 4), device), euler_t)
+        row(name.replace("_vs", "_memory_vs"), str((N, d, L, M)), activation_bytes(net, ds, device), euler_m,
+            unit="bytes")
+    args.json.write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
