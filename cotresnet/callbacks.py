@@ -7,7 +7,7 @@ the final particles.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict
 
 import lightning as pl
 import torch
@@ -37,6 +37,7 @@ class FlowDiagnostics(pl.Callback):
             "risk0": None, "fidelity_integral": 0.0, "path_length": 0.0, "lambda0": None, "risk_probe0": None,
             "certified_radius": None, "c0": None, "inside_certified_region": True, "init": None,
             "min_pl_ratio": math.inf, "status": "max_steps", "diverged_at": None, "last_finite": {},
+            "last_step": None,
         }
         self.lambda_layers_init = None
         self.lambda_layers_final = None
@@ -110,6 +111,10 @@ class FlowDiagnostics(pl.Callback):
             row = self._row(trainer, pl_module, step, risk, G)
             s["last_finite"] = row
             self._log(trainer, row)
+        else:
+            s["last_step"] = {"step": step, "flow_time": step * pl_module.dt, "risk_train": risk, "grad_norm2": G,
+                              "pl_ratio": G / risk if risk > 0 else math.nan, "path_length": s["path_length"],
+                              "risk_predicted": D.fidelity_prediction(s["risk0"], s["fidelity_integral"])}
         ratio = G / risk if risk > 0 else math.inf
         s["min_pl_ratio"] = min(s["min_pl_ratio"], ratio)
         s["fidelity_integral"] += pl_module.dt * ratio
@@ -122,6 +127,11 @@ class FlowDiagnostics(pl.Callback):
     def _diverge(self, trainer, pl_module, step: int, risk: float, G: float):
         s = self.state
         s["status"], s["diverged_at"] = "diverged", step
+        last = s["last_step"]
+        if last is not None and last["step"] > s["last_finite"].get("step", -1):
+            # the last finite step's cheap metrics as a row (its particles are gone: no kernels)
+            s["last_finite"] = last
+            self._log(trainer, last)
         if self.fail_on_divergence:
             raise DivergenceError(f"non-finite risk ({risk}) or gradient norm ({G}) at step {step}")
         # make this step a no-op so the particles stay the last finite ones
@@ -165,3 +175,54 @@ class FlowDiagnostics(pl.Callback):
         self.lambda_layers_init = state.pop("lambda_layers_init")
         self.lambda_layers_final = state.pop("lambda_layers_final")
         self.state.update(state)
+
+
+def rng_states() -> dict:
+    """torch, numpy and python RNG states as tensors and plain containers (loadable with weights_only)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+
+
+def set_rng_states(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+class Checkpointer(pl.Callback):
+    """Writes <run dir>/checkpoints/last.ckpt (atomically) every `every` steps and when asked to
+    (`request()`, e.g. from a SLURM pre-emption signal): particles, optimizer, loops, the diagnostics'
+    accumulators, RNG states, and `extra` (the wandb run id, shapes)."""
+
+    def __init__(self, path, every: int, extra: dict):
+        super().__init__()
+        self.path, self.every, self.extra = path, every, extra
+        self.pending = None  # a callable to run once a requested checkpoint is written
+
+    def request(self, then=None) -> None:
+        self.pending = then or (lambda: None)
+
+    def save(self, trainer) -> None:
+        from .atomic import atomic_torch_save
+
+        ckpt = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        ckpt["cotresnet"] = {**self.extra, "rng": rng_states(), "global_step": trainer.global_step}
+        atomic_torch_save(ckpt, self.path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (self.every and trainer.global_step % self.every == 0) or self.pending is not None:
+            self.save(trainer)
+        if self.pending is not None:
+            then, self.pending = self.pending, None
+            then()

@@ -5,7 +5,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import Tensor

@@ -14,7 +14,7 @@ import torch
 
 from . import diagnostics as D
 from .model import model_from_particles
-from .rundir import load_trusted
+from .atomic import load_trusted
 
 
 def diagnose(run_dir: Path, n_probe: int = None) -> dict:

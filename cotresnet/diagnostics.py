@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import Dict, Iterable, Optional
 
-import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor

@@ -42,8 +42,9 @@ class FlowDataModule(pl.LightningDataModule):
     """Full batch by default: the whole training set is one batch, moved to the device once and
     handed out `steps` times without collation. With `batch_size`, seeded shuffled minibatches."""
 
-    def __init__(self, dataset: Dataset, steps: int, batch_size: Optional[int] = None, seed: int = 0):
+    def __init__(self, dataset: Dataset, steps: int, batch_size: Optional[int] = None, seed: int = 0, start: int = 0):
         super().__init__()
+        self.start = start  # a resumed run continues the minibatch sequence at its step
         self.dataset = dataset
         self.steps = steps
         self.batch_size = batch_size
@@ -54,4 +55,4 @@ class FlowDataModule(pl.LightningDataModule):
         x, y = self.dataset.x_train.to(device), self.dataset.y_train.to(device)
         if self.batch_size is None:
             return RepeatBatch((x, y), self.steps)
-        return Minibatches(x, y, self.batch_size, self.steps, self.seed)
+        return Minibatches(x, y, self.batch_size, self.steps, self.seed, self.start)

@@ -119,7 +119,7 @@ def count_statuses(sweep_dir: Path) -> str:
 
 
 def _atomic_frame(df: pd.DataFrame, path: Path, kind: str) -> None:
-    from .rundir import atomic_write_bytes
+    from .atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     if kind == "csv":

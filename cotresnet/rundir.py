@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+
+from .atomic import atomic_torch_save, atomic_write_bytes
 
 # metrics.csv columns, in order (the README documents each)
 COLUMNS = [
@@ -22,50 +20,6 @@ COLUMNS = [
     "cot_dist_init", "cot_dist_init_lower", "cot_dist_init_upper", "path_length",
     "path_over_radius", "lambda_ratio",
 ]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, rename: a reader (or a crash) sees
-    the old complete file or the new complete file, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o)}")
-
-
-def finite_or_none(v: Optional[float]):
-    """JSON has no NaN/inf: non-finite values become null (summary.json stays parseable everywhere)."""
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
 
 
 class MetricsCSV(Logger):
@@ -130,11 +84,3 @@ def save_particles(path: Path, init: Dict[str, torch.Tensor], final: Dict[str, t
     """particles.pt: {"init": {u, w, b}, "final": {u, w, b}, "meta": {...}}, tensors on the CPU."""
     cpu = lambda p: {k: v.detach().cpu() for k, v in p.items()}
     atomic_torch_save({"init": cpu(init), "final": cpu(final), "meta": meta}, path)
-
-
-def load_trusted(path: Path) -> Any:
-    """torch.load with weights_only=True: tensors and plain containers only, no code execution."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a cotresnet file that loads safely (weights_only=True): {e}") from e

@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -29,7 +30,8 @@ from .data import Dataset, load_dataset
 
 log = logging.getLogger("cotresnet")
 # Lightning's banners (accelerator, tips) drown the run's own summary; its warnings still show.
-logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+for _name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 register()
 if not OmegaConf.has_resolver("uid"):
@@ -47,7 +49,29 @@ def check_config(cfg) -> Dataset:
     validate(cfg)
     dataset = load_dataset(cfg.data)
     validate_against_data(cfg, dataset.d_in, dataset.d_out, dataset.x_train.shape[0])
+    if cfg.resume not in ("never", "auto"):
+        inspect_checkpoint(Path(cfg.resume), cfg)
     return dataset
+
+
+def inspect_checkpoint(path: Path, cfg) -> dict:
+    """Load a checkpoint safely (weights_only) and check it belongs to this configuration."""
+    from .atomic import load_trusted
+
+    if not path.is_file():
+        raise ConfigError(f"resume={str(path)!r} is not a readable file; use never, auto or a checkpoint path")
+    try:
+        ckpt = load_trusted(path)
+    except ValueError as e:
+        raise ConfigError(f"resume={str(path)!r}: {e}") from e
+    if not isinstance(ckpt, dict) or "cotresnet" not in ckpt or "state_dict" not in ckpt:
+        raise ConfigError(f"resume={str(path)!r} is not a cotresnet checkpoint (no 'cotresnet' / 'state_dict' entry)")
+    u = ckpt["state_dict"].get("net.u")
+    want = (cfg.model.L, cfg.model.M, cfg.model.d)
+    if u is None or tuple(u.shape) != want:
+        raise ConfigError(f"resume={str(path)!r} holds particles of shape {None if u is None else tuple(u.shape)}, "
+                          f"but model.L, model.M, model.d = {want}")
+    return ckpt
 
 
 def compose_config(overrides=()) -> DictConfig:
@@ -129,7 +153,7 @@ def flat_config(cfg) -> Dict[str, Any]:
     return out
 
 
-def make_loggers(cfg, run_dir: Path):
+def make_loggers(cfg, run_dir: Path, wandb_id: str):
     from .rundir import MetricsCSV
 
     loggers = [MetricsCSV(run_dir)]
@@ -147,7 +171,7 @@ def make_loggers(cfg, run_dir: Path):
             project=wc.project, entity=wc.entity, mode=wc.mode, group=wc.group or sweep_group(),
             tags=list(wc.tags), name=job_name(run_dir), save_dir=str(run_dir), config=flat_config(cfg),
             # one run per job even when a worker process runs several jobs (joblib)
-            reinit="finish_previous", id=f"{job_name(run_dir)}-{uuid.uuid4().hex[:8]}",
+            reinit="finish_previous", id=wandb_id, resume="allow",
         ))
     return loggers
 
@@ -170,11 +194,12 @@ def job_name(run_dir: Path) -> str:
 def train(cfg, dataset: Dataset, run_dir: Path) -> Dict[str, Any]:
     import lightning as pl
 
-    from .callbacks import FlowDiagnostics
+    from .callbacks import Checkpointer, FlowDiagnostics, set_rng_states
     from .model import build_model
     from .module import COTFlowModule, FlowDataModule
     from .plots import plot_run
-    from .rundir import atomic_torch_save, atomic_write_json, finite_or_none, save_particles
+    from .atomic import atomic_torch_save, atomic_write_json, finite_or_none
+    from .rundir import save_particles
 
     t0 = time.time()
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
@@ -182,21 +207,41 @@ def train(cfg, dataset: Dataset, run_dir: Path) -> Dict[str, Any]:
     net = build_model(cfg, dataset.d_in, dataset.d_out)
     if cfg.model.activation == "relu":
         log.warning("activation=relu lies outside the theory's regularity assumptions (see README)")
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    resume_from = None
+    if cfg.resume == "auto" and ckpt_path.is_file():
+        resume_from = ckpt_path
+    elif cfg.resume not in ("never", "auto"):
+        resume_from = Path(cfg.resume)
+    ckpt = inspect_checkpoint(resume_from, cfg)["cotresnet"] if resume_from else {}
+    start = ckpt.get("global_step", 0)
+    wandb_id = ckpt.get("wandb_id") or f"{job_name(run_dir).replace('/', '-')}-{uuid.uuid4().hex[:8]}"
     atomic_torch_save(dataset.tensors(), run_dir / "data.pt")
     module = COTFlowModule(net, cfg.optim.dt, cfg.optim.parameterization)
     diag = FlowDiagnostics(dataset, cfg.callbacks.n_probe, cfg.trainer.log_every, cfg.callbacks.kernel_every,
                            cfg.callbacks.ot_every, cfg.trainer.converge_ratio, cfg.trainer.fail_on_divergence)
-    loggers = make_loggers(cfg, run_dir)
+    loggers = make_loggers(cfg, run_dir, wandb_id)
+    if resume_from:
+        loggers[0].truncate_from(start)  # rows after the checkpoint are recomputed
+        log.info("resuming from %s at step %d", resume_from, start)
+    callbacks = [diag]
+    if cfg.checkpoint_every or "SLURM_JOB_ID" in os.environ:
+        checkpointer = Checkpointer(ckpt_path, cfg.checkpoint_every,
+                                    {"wandb_id": wandb_id, "L": cfg.model.L, "M": cfg.model.M, "d": cfg.model.d})
+        callbacks.append(checkpointer)
+        _checkpoint_on_preemption(checkpointer)
     trainer = pl.Trainer(
         max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator, devices=1,
-        logger=loggers, callbacks=[diag], enable_progress_bar=False, enable_model_summary=False,
+        logger=loggers, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
         log_every_n_steps=1, precision="64-true" if cfg.model.dtype == "float64" else "32-true",
         default_root_dir=str(run_dir), plugins=_cluster_plugins(),
     )
     dm = FlowDataModule(dataset.to(getattr(torch, cfg.model.dtype)), cfg.trainer.max_steps, cfg.optim.batch_size,
-                        cfg.seed)
-    trainer.fit(module, datamodule=dm)
+                        cfg.seed, start=start)
+    if ckpt:
+        set_rng_states(ckpt["rng"])
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
 
     s = diag.state
     meta = {**net.meta(), "parameterization": cfg.optim.parameterization, "dtype": cfg.model.dtype,
@@ -223,6 +268,20 @@ def train(cfg, dataset: Dataset, run_dir: Path) -> Dict[str, Any]:
             lg.experiment.summary.update({"status": s["status"], **{k: v for k, v in final.items() if v is not None}})
             lg.experiment.finish()
     return summary
+
+
+def _checkpoint_on_preemption(checkpointer) -> None:
+    """Under submitit, SIGUSR2 announces pre-emption or the time limit: finish the current step, write
+    a checkpoint, then hand the signal to submitit's handler (which requeues the job; resume=auto)."""
+    previous = signal.getsignal(signal.SIGUSR2)
+    if not callable(previous):
+        return
+
+    def handler(signum, frame):
+        log.warning("signal %d: checkpointing before submitit requeues the job", signum)
+        checkpointer.request(lambda: previous(signum, frame))
+
+    signal.signal(signal.SIGUSR2, handler)
 
 
 def _cluster_plugins():
@@ -264,7 +323,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     try:
         summary = train(cfg, dataset, run_dir)
     except Exception as e:
-        from .rundir import atomic_write_bytes, atomic_write_json
+        from .atomic import atomic_write_bytes, atomic_write_json
 
         atomic_write_bytes(run_dir / "traceback.txt", traceback.format_exc().encode())
         atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(e).__name__}: {e}",

@@ -2,11 +2,9 @@
 fidelity tracks the risk, every logger receives the same numbers, the audit CLI reproduces them."""
 import glob
 import json
-import math
 
 import pandas as pd
 import pytest
-import torch
 
 from cotresnet.diagnose import diagnose
 from cotresnet.train import check_config, compose_config, train

@@ -1,0 +1,149 @@
+"""Reliability: bad data and checkpoints refused, divergence recorded, exact resume after SIGKILL,
+no torn files, sweeps that survive failing jobs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from test_train import TRAIN, cli
+
+RESUMABLE = ["model.L=4", "model.M=16", "data.n_train=64", "callbacks.n_probe=32", "trainer.max_steps=400",
+             "trainer.log_every=1", "checkpoint_every=7", "trainer.converge_ratio=0", "callbacks.kernel_every=50",
+             "callbacks.ot_every=50"]
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.slow
+def test_bad_data_and_bad_checkpoints_are_refused_naming_the_field(tmp_path):
+    nan = tmp_path / "nan.pt"
+    x = torch.randn(20, 4, dtype=torch.float64)
+    x[3, 1] = float("nan")
+    torch.save({"x_train": x, "y_train": torch.randn(20, 2), "x_test": x[:0], "y_test": torch.randn(0, 2)}, nan)
+    inf = tmp_path / "inf.pt"
+    torch.save({"x_train": torch.randn(20, 4), "y_train": torch.full((20, 2), float("inf")), "x_test": x[:0],
+                "y_test": torch.randn(0, 2)}, inf)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"model": torch.zeros(3)}, foreign)
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": Evil(), "cotresnet": {}}, evil)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    cases = [
+        (["data.name=file", f"data.path={nan}", "callbacks.n_probe=8"], ["x_train", "NaN", "row 3"]),
+        (["data.name=file", f"data.path={inf}", "callbacks.n_probe=8"], ["y_train", "infinity"]),
+        ([f"resume={tmp_path / 'missing.ckpt'}"], ["resume="]),
+        ([f"resume={foreign}"], ["resume=", "not a cotresnet checkpoint"]),
+        ([f"resume={evil}"], ["resume=", "weights_only"]),
+        ([f"resume={garbage}"], ["resume="]),
+    ]
+    for overrides, words in cases:
+        out = tmp_path / "run"
+        r = cli(TRAIN + [f"hydra.run.dir={out}", *overrides], cwd=tmp_path)
+        assert r.returncode != 0, overrides
+        for w in words:
+            assert w in r.stderr, (overrides, w, r.stderr[-600:])
+        assert not out.exists()
+
+
+@pytest.mark.slow
+def test_divergence_is_recorded_and_a_sweep_containing_it_finishes(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = cli(TRAIN + ["-m", "optim.dt=0.1,1000", "model.L=4", "model.M=16", "data.n_train=32", "callbacks.n_probe=16",
+                     "trainer.max_steps=60", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    assert sorted(s["status"] for s in summaries.values()) == ["diverged", "max_steps"]
+    (div,) = [s for s in summaries.values() if s["status"] == "diverged"]
+    assert div["diverged_at"] is not None and div["final"]["step"] < div["diverged_at"]
+    assert all(v is None or abs(v) < float("inf") for v in div["final"].values())
+    assert "2 jobs: 1 finished" in r.stdout and "1 diverged" in r.stdout
+    # fail_on_divergence turns it into an error
+    out = tmp_path / "strict"
+    r = cli(TRAIN + [f"hydra.run.dir={out}", "optim.dt=1000", "trainer.fail_on_divergence=true", "model.L=4",
+                     "model.M=16", "data.n_train=32", "callbacks.n_probe=16", "trainer.max_steps=60"], cwd=tmp_path)
+    assert r.returncode != 0 and "non-finite" in r.stderr
+    assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+    assert "DivergenceError" in (out / "traceback.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_failing_job_leaves_failed_status_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = cli(TRAIN + ["-m", "trainer.fail_on_divergence=true", "optim.dt=0.1,1000,0.2", "model.L=3", "model.M=8",
+                     "data.n_train=16", "callbacks.n_probe=8", "trainer.max_steps=30", f"hydra.sweep.dir={sweep}"],
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    statuses = {p.parent.name.split("_")[0]: json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json")}
+    assert statuses == {"0": "max_steps", "1": "failed", "2": "max_steps"}
+    assert (next(sweep.glob("1_*")) / "traceback.txt").is_file()
+    assert "3 jobs: 2 finished (0 converged), 0 diverged, 1 failed" in r.stdout
+
+
+def run_until_killed(args, run_dir, at_row, cwd):
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") > at_row:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
+    ref = tmp_path / "ref"
+    r = cli(TRAIN + [f"hydra.run.dir={ref}", *RESUMABLE], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    want = torch.load(ref / "particles.pt", weights_only=True)
+    ref_metrics = pd.read_csv(ref / "metrics.csv")
+    for at in (30, 150, 290):
+        run = tmp_path / f"killed{at}"
+        run_until_killed(TRAIN + [f"hydra.run.dir={run}", *RESUMABLE], run, at, tmp_path)
+        assert not (run / "summary.json").exists(), "killed too late"
+        r = cli(TRAIN + [f"hydra.run.dir={run}", *RESUMABLE, "resume=auto"], cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        got = torch.load(run / "particles.pt", weights_only=True)
+        for which in ("init", "final"):
+            for k in "uwb":
+                assert torch.equal(got[which][k], want[which][k]), (at, which, k)
+        m = pd.read_csv(run / "metrics.csv")
+        assert list(m["step"]) == list(range(401)), at
+        pd.testing.assert_frame_equal(m, ref_metrics)
+
+
+WRITER = """
+import sys
+from cotresnet.atomic import atomic_write_json
+i = 0
+while True:
+    atomic_write_json(sys.argv[1], {"i": i, "payload": list(range(20000 + i % 7))})
+    if i == 0:
+        print("ready", flush=True)
+    i += 1
+"""
+
+
+def test_killing_the_writer_never_leaves_a_torn_summary(tmp_path):
+    target = tmp_path / "summary.json"
+    for trial in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.003 + 0.011 * trial)  # kill at different moments of the write cycle
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if target.exists():
+            data = json.loads(target.read_text())
+            assert len(data["payload"]) >= 20000
+    assert target.exists()
