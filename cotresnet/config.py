@@ -139,7 +139,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     seed: int = 0  # particles' initialization (and minibatch order)
-    resume: str = "never"  # never | auto | a checkpoint path
+    resume: str = "auto"  # never | auto (the run directory's last checkpoint, if any) | a checkpoint path
     checkpoint_every: int = 0  # steps between checkpoints; 0: none
     name: str = "train"
 

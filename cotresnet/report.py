@@ -3,7 +3,7 @@
     cotresnet-report SWEEP_DIR [--out DIR] [--metric KEY ...]
 
 A job is any directory below SWEEP_DIR holding `.hydra/config.yaml`. It works on a sweep still
-running: jobs without summary.json are `running` (or killed), unreadable summaries are `corrupt`.
+running: jobs without summary.json are `incomplete` (running or killed), unreadable summaries `corrupt`.
 """
 from __future__ import annotations
 
@@ -53,13 +53,26 @@ def _overrides(job: Path) -> Dict[str, str]:
     return out
 
 
+def _parse(value: str):
+    """An override's value as a number when it is one (so axes sort numerically)."""
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
 def job_row(job: Path) -> Dict[str, object]:
     cfg = _flatten(yaml.safe_load((job / ".hydra" / "config.yaml").read_text()))
     row: Dict[str, object] = {"job": job.name, "path": str(job)}
     row.update({f"cfg.{k}": v for k, v in cfg.items() if not isinstance(v, list)})
+    row.update({f"sweep.{k}": _parse(v) for k, v in _overrides(job).items()})
     summary_path = job / "summary.json"
     if not summary_path.exists():
-        row["status"] = "running" if (job / "metrics.csv").exists() or (job / "data.pt").exists() else "pending"
+        # still running, or killed: only the absence of summary.json is known
+        row["status"] = "incomplete"
         return row
     try:
         s = json.loads(summary_path.read_text())
@@ -112,9 +125,10 @@ def count_statuses(sweep_dir: Path) -> str:
     other = df[~st.isin(FINISHED + ("diverged", "failed"))]
     for status, group in other.groupby("status"):
         line += f", {len(group)} {status}"
-    bad = df[st.isin(("failed", "corrupt"))]["job"].tolist()
-    if bad:
-        line += f" [bad: {', '.join(bad)}]"
+    for label, statuses in (("failed", ("failed", "corrupt")), ("incomplete", ("incomplete",))):
+        names = df[st.isin(statuses)]["job"].tolist()
+        if names:
+            line += f" [{label}: {', '.join(names)}]"
     return line
 
 
@@ -143,10 +157,10 @@ def figures(df: pd.DataFrame, keys: List[str], out: Path, metrics: List[str]) ->
 
     written = []
     ok = df[df["status"].isin(FINISHED + ("diverged",))].copy()
-    keys = [k for k in keys if f"cfg.{k}" in ok and k != "seed"]
+    keys = [k for k in keys if f"sweep.{k}" in ok and k != "seed"]
     metrics = [m for m in metrics if m in ok and _numeric(ok[m]).notna().any()]
     for k in keys:
-        ok[k] = ok[f"cfg.{k}"]
+        ok[k] = ok[f"sweep.{k}"]
     if len(keys) >= 2:
         a, b = keys[0], keys[1]
         for m in metrics:

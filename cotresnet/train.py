@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import shutil
@@ -37,6 +38,9 @@ register()
 if not OmegaConf.has_resolver("uid"):
     # six random hex digits: run directories stay unique when many jobs start in the same second
     OmegaConf.register_new_resolver("uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+if not OmegaConf.has_resolver("mul"):
+    # products of config values, e.g. model.M: ${mul:2,${model.L},${model.L}} ties width to depth
+    OmegaConf.register_new_resolver("mul", lambda *xs: math.prod(xs))
 
 STATUSES = ("converged", "diverged", "max_steps", "failed")
 
@@ -96,7 +100,9 @@ def sweep_job_configs(config: DictConfig):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    parsed = parser.parse_overrides(list(config.hydra.overrides.task))
+    # as BasicSweeper: hydra.sweeper.params (experiments) first, then the command line
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    parsed = parser.parse_overrides(params + list(config.hydra.overrides.task))
     loader = GlobalHydra.instance().config_loader()
     for batch in BasicSweeper.split_arguments(parsed, None):
         for overrides in batch:
@@ -215,7 +221,7 @@ def train(cfg, dataset: Dataset, run_dir: Path) -> Dict[str, Any]:
         resume_from = Path(cfg.resume)
     ckpt = inspect_checkpoint(resume_from, cfg)["cotresnet"] if resume_from else {}
     start = ckpt.get("global_step", 0)
-    wandb_id = ckpt.get("wandb_id") or f"{job_name(run_dir).replace('/', '-')}-{uuid.uuid4().hex[:8]}"
+    wandb_id = ckpt.get("wandb_id") or uuid.uuid4().hex[:12]  # wandb ids allow no ',', '/', ...
     atomic_torch_save(dataset.tensors(), run_dir / "data.pt")
     module = COTFlowModule(net, cfg.optim.dt, cfg.optim.parameterization)
     diag = FlowDiagnostics(dataset, cfg.callbacks.n_probe, cfg.trainer.log_every, cfg.callbacks.kernel_every,

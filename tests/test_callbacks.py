@@ -1,13 +1,11 @@
 """The diagnostics callback along real training runs: bounds hold at every logged step, the flow
 fidelity tracks the risk, every logger receives the same numbers, the audit CLI reproduces them."""
-import glob
-import json
-
 import pandas as pd
 import pytest
 
 from cotresnet.diagnose import diagnose
 from cotresnet.train import check_config, compose_config, train
+from wandb_offline import wandb_run
 
 SMALL = ["model.L=4", "model.M=16", "data.n_train=32", "data.n_test=16", "callbacks.n_probe=32"]
 
@@ -46,41 +44,6 @@ def test_flow_fidelity_tracks_the_risk_for_small_dt(tmp_path):
     assert m["risk_train"].iloc[-1] < 0.5 * m["risk_train"].iloc[0]  # the risk really moved
 
 
-def wandb_records(path):
-    """Records of a wandb offline run file (LevelDB log format: 32 KiB blocks, 7-byte headers,
-    records split FULL / FIRST / MIDDLE / LAST), read without wandb's own reader."""
-    import struct
-
-    raw = open(path, "rb").read()
-    assert raw[:4] == b":W&B"
-    pos, block, out, parts = 7, 32768, [], b""
-    while pos + 7 <= len(raw):
-        if block - pos % block < 7:
-            pos += block - pos % block  # block trailer padding
-            continue
-        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        data, pos = raw[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind == 0 and length == 0:
-            break
-        parts = data if kind in (1, 2) else parts + data
-        if kind in (1, 4):
-            out.append(parts)
-    return out
-
-
-def wandb_history(run_dir):
-    from wandb.proto import wandb_internal_pb2
-
-    (path,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
-    rows = []
-    for data in wandb_records(path):
-        rec = wandb_internal_pb2.Record()
-        rec.ParseFromString(data)
-        if rec.WhichOneof("record_type") == "history":
-            rows.append({it.key or "/".join(it.nested_key): json.loads(it.value_json) for it in rec.history.item})
-    return rows
-
-
 def test_csv_tensorboard_and_wandb_get_the_same_numbers_and_diagnose_reproduces_them(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     summary, m = run(tmp_path, ["trainer.max_steps=40", "callbacks.kernel_every=20", "callbacks.ot_every=20",
@@ -94,7 +57,7 @@ def test_csv_tensorboard_and_wandb_get_the_same_numbers_and_diagnose_reproduces_
         assert sorted(tb) == list(csv["step"]), key
         for step, value in zip(csv["step"], csv[key]):
             assert tb[step] == pytest.approx(value, rel=1e-6), key
-    hist = wandb_history(tmp_path)
+    hist = wandb_run(tmp_path)["history"]
     wb = {int(h["step"]): h for h in hist if "risk_train" in h}
     assert sorted(wb) == list(m["step"])
     for _, row in m.iterrows():
