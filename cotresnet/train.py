@@ -34,6 +34,7 @@ log = logging.getLogger("cotresnet")
 for _name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
 register()
 if not OmegaConf.has_resolver("uid"):
     # six random hex digits: run directories stay unique when many jobs start in the same second
@@ -300,16 +301,15 @@ def _cluster_plugins():
 
 
 def _print_summary(summary: Dict[str, Any]) -> None:
-    f = summary["final"]
-    g = lambda k: "n/a" if f.get(k) is None else f"{f[k]:.4g}"
-    c = summary["certificate"]
+    f, c = summary["final"], summary["certificate"]
+    g = lambda v: "n/a" if v is None else f"{v:.4g}"
     print(f"status={summary['status']} steps={summary['steps']} flow_time={summary['flow_time']:.4g} "
           f"wall={summary['wall_time_s']:.1f}s")
-    print(f"risk_train {summary['risk_init']:.4g} -> {g('risk_train')}  risk_test {g('risk_test')}  "
-          f"min P-L ratio {summary['min_pl_ratio'] or float('nan'):.4g}")
-    print(f"lambda_min tangent {g('lambda_min_tangent')} (init {c['lambda_min_tangent_init']})  "
-          f"certified radius {c['certified_radius']}  path_length {g('path_length')}  "
-          f"W_COT(mu_t, mu_0) {g('cot_dist_init')}  inside certified region: {c['inside_certified_region']}")
+    print(f"risk_train {g(summary['risk_init'])} -> {g(f.get('risk_train'))}   risk_test {g(f.get('risk_test'))}   "
+          f"min P-L ratio {g(summary['min_pl_ratio'])}")
+    print(f"lambda_min(K) {g(c['lambda_min_tangent_init'])} -> {g(f.get('lambda_min_tangent'))}   "
+          f"W_COT(mu_t, mu_0) {g(f.get('cot_dist_init'))}   path {g(f.get('path_length'))}   "
+          f"certified radius {g(c['certified_radius'])}   inside: {c['inside_certified_region']}")
     print(f"run directory: {summary['run_dir']}")
 
 
