@@ -7,7 +7,7 @@ the final particles.
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import lightning as pl
 import torch
@@ -26,8 +26,11 @@ class FlowDiagnostics(pl.Callback):
     Every `kernel_every` / `ot_every` steps: tangent and feature kernels / exact W_COT to mu_0."""
 
     def __init__(self, data: Dataset, n_probe: int, log_every: int, kernel_every: int, ot_every: int,
-                 converge_ratio: float = 0.0, fail_on_divergence: bool = False):
+                 converge_ratio: float = 0.0, fail_on_divergence: bool = False, replica: Optional[int] = None,
+                 loggers: Optional[list] = None):
         super().__init__()
+        self.replica = replica  # index in a ReplicatedResNet, or None for a plain network
+        self.loggers = loggers  # None: the trainer's loggers
         self.data = data
         self.n_probe = min(n_probe, data.x_train.shape[0])
         self.log_every, self.kernel_every, self.ot_every = log_every, kernel_every, ot_every
@@ -37,10 +40,18 @@ class FlowDiagnostics(pl.Callback):
             "risk0": None, "fidelity_integral": 0.0, "path_length": 0.0, "lambda0": None, "risk_probe0": None,
             "certified_radius": None, "c0": None, "inside_certified_region": True, "init": None,
             "min_pl_ratio": math.inf, "status": "max_steps", "diverged_at": None, "last_finite": {},
-            "last_step": None,
+            "last_step": None, "stopped_at": None,
         }
         self.lambda_layers_init = None
         self.lambda_layers_final = None
+
+    @property
+    def state_key(self) -> str:
+        return f"FlowDiagnostics[{self.replica}]" if self.replica is not None else "FlowDiagnostics"
+
+    @property
+    def done(self) -> bool:
+        return self.state["stopped_at"] is not None or self.state["status"] == "diverged"
 
     # -- helpers ------------------------------------------------------------------------------
     def _probe(self, device, dtype):
@@ -67,9 +78,9 @@ class FlowDiagnostics(pl.Callback):
         return {"cot_dist_init": D.cot_distance(now, init), "cot_dist_init_upper": D.cot_distance_upper(now, init),
                 "cot_dist_init_lower": D.cot_distance_lower(now, init)}
 
-    def _row(self, trainer, pl_module, step: int, risk: float, G: float) -> Dict[str, float]:
-        net, s = pl_module.net, self.state
-        row = {"step": step, "flow_time": step * pl_module.dt, "risk_train": risk, "grad_norm2": G,
+    def _row(self, net, dt: float, step: int, risk: float, G: float) -> Dict[str, float]:
+        s = self.state
+        row = {"step": step, "flow_time": step * dt, "risk_train": risk, "grad_norm2": G,
                "pl_ratio": G / risk if risk > 0 else math.nan,
                "risk_predicted": D.fidelity_prediction(s["risk0"], s["fidelity_integral"]),
                "path_length": s["path_length"]}
@@ -89,74 +100,82 @@ class FlowDiagnostics(pl.Callback):
         return row
 
     def _log(self, trainer, row: Dict[str, float]) -> None:
-        for lg in trainer.loggers:
+        for lg in trainer.loggers if self.loggers is None else self.loggers:
             lg.log_metrics(row, step=int(row["step"]))
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_fit_start(self, trainer, pl_module):
         if self.state["init"] is None:
-            self.state["init"] = pl_module.net.particles()
+            self.state["init"] = pl_module.replica_net(self.replica).particles()
+
+    def _stop(self, trainer, pl_module) -> None:
+        """This network (replica) is done: later steps leave it alone; the run ends when all are done."""
+        everyone = [cb for cb in trainer.callbacks if isinstance(cb, FlowDiagnostics)]
+        if all(cb.done for cb in everyone):
+            trainer.should_stop = True
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        net, s = pl_module.net, self.state
-        step = trainer.global_step
-        G_t = D.grad_norm2([p.grad for p in net.parameters()], net.L, net.M)
-        risk, G = pl_module.last_risk.item(), G_t.item()
+        s = self.state
+        if self.done:
+            pl_module.zero_replica_grads(self.replica)
+            return
+        v = pl_module.view(self.replica)
+        net, step = v.net, trainer.global_step
+        risk, G = v.risk.item(), D.grad_norm2(v.grads, net.L, net.M).item()
         if not (math.isfinite(risk) and math.isfinite(G)):
-            self._diverge(trainer, pl_module, step, risk, G)
+            self._diverge(trainer, pl_module, v, step, risk, G)
             return
         if s["risk0"] is None:
             s["risk0"] = risk
         if step % self.log_every == 0:
-            row = self._row(trainer, pl_module, step, risk, G)
+            row = self._row(net, v.dt, step, risk, G)
             s["last_finite"] = row
             self._log(trainer, row)
         else:
-            s["last_step"] = {"step": step, "flow_time": step * pl_module.dt, "risk_train": risk, "grad_norm2": G,
+            s["last_step"] = {"step": step, "flow_time": step * v.dt, "risk_train": risk, "grad_norm2": G,
                               "pl_ratio": G / risk if risk > 0 else math.nan, "path_length": s["path_length"],
                               "risk_predicted": D.fidelity_prediction(s["risk0"], s["fidelity_integral"])}
         ratio = G / risk if risk > 0 else math.inf
         s["min_pl_ratio"] = min(s["min_pl_ratio"], ratio)
-        s["fidelity_integral"] += pl_module.dt * ratio
+        s["fidelity_integral"] += v.dt * ratio
         # the SGD step moves theta by lr * grad: its COT length is lr sqrt(sum |grad|^2 / (L M))
-        s["path_length"] += pl_module.lr * math.sqrt(G) / (net.L * net.M)
+        s["path_length"] += v.lr * math.sqrt(G) / (net.L * net.M)
         if self.converge_ratio > 0 and risk <= self.converge_ratio * s["risk0"]:
-            s["status"] = "converged"
-            trainer.should_stop = True
+            s["status"], s["stopped_at"] = "converged", step + 1
+            self._stop(trainer, pl_module)
 
-    def _diverge(self, trainer, pl_module, step: int, risk: float, G: float):
+    def _diverge(self, trainer, pl_module, v, step: int, risk: float, G: float):
         s = self.state
         s["status"], s["diverged_at"] = "diverged", step
+        if self.fail_on_divergence:
+            raise DivergenceError(f"non-finite risk ({risk}) or gradient norm ({G}) at step {step}")
         last = s["last_step"]
         if last is not None and last["step"] > s["last_finite"].get("step", -1):
             # the last finite step's cheap metrics as a row (its particles are gone: no kernels)
             s["last_finite"] = last
             self._log(trainer, last)
-        if self.fail_on_divergence:
-            raise DivergenceError(f"non-finite risk ({risk}) or gradient norm ({G}) at step {step}")
         # make this step a no-op so the particles stay the last finite ones
-        for p in pl_module.net.parameters():
-            p.grad = torch.zeros_like(p)
-        trainer.should_stop = True
+        pl_module.zero_replica_grads(self.replica)
+        self._stop(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module):
         """The final row: the particles after the last update (not for a diverged run)."""
         if self.state["status"] == "diverged":
             return
-        net = pl_module.net
-        step = trainer.global_step
+        net = pl_module.replica_net(self.replica)
+        dt = pl_module.dts[self.replica or 0]
+        step = self.state["stopped_at"] or trainer.global_step
         x, y = self.data.x_train.to(net.u.device, net.u.dtype), self.data.y_train.to(net.u.device, net.u.dtype)
         with torch.enable_grad():
             net.zero_grad(set_to_none=True)
             risk_t = net.risk(x, y)
-            risk_t.backward()
-        G = D.grad_norm2([p.grad for p in net.parameters()], net.L, net.M).item()
-        net.zero_grad(set_to_none=True)
+            grads = torch.autograd.grad(risk_t, list(net.parameters()))
+        G = D.grad_norm2(grads, net.L, net.M).item()
         risk = risk_t.item()
         if not (math.isfinite(risk) and math.isfinite(G)):
             self.state["status"], self.state["diverged_at"] = "diverged", step
             return
-        row = self._row(trainer, pl_module, step, risk, G)
+        row = self._row(net, dt, step, risk, G)
         if self.kernel_every and "lambda_min_tangent" not in row:
             row.update(self._kernel_metrics(net, net.u.device))
         if self.ot_every and "cot_dist_init" not in row:

@@ -23,6 +23,9 @@ TEACHER_INPUTS = ("gaussian", "sphere")
 DTYPES = ("float32", "float64")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 RESUME = ("never", "auto")
+# keys that do not change tensor shapes: a sweep over them can run as replicas inside one job
+VECTORIZABLE = ("seed", "init.scale_u", "init.scale_w", "init.scale_b", "optim.dt", "data.seed",
+                "data.teacher.scale", "data.teacher.noise")
 
 
 class ConfigError(ValueError):
@@ -130,6 +133,16 @@ class CallbacksConfig:
 
 
 @dataclass
+class SweepConfig:
+    """sweep.vectorize=[seed,init.scale_u] next to a multirun: the values of those keys run as replicas
+    inside one job (one batched matmul per layer), each replica with its own run directory.
+    `replicas` is filled by the sweeper: one 'key=value key=value' string per replica."""
+
+    vectorize: List[str] = field(default_factory=list)
+    replicas: List[str] = field(default_factory=list)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     init: InitConfig = field(default_factory=InitConfig)
@@ -138,6 +151,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0  # particles' initialization (and minibatch order)
     resume: str = "auto"  # never | auto (the run directory's last checkpoint, if any) | a checkpoint path
     checkpoint_every: int = 0  # steps between checkpoints; 0: none
@@ -223,6 +237,16 @@ def validate(cfg) -> None:
     _at_least("callbacks.n_probe", c.n_probe, 1)
     _at_least("checkpoint_every", cfg.checkpoint_every, 0)
     _at_least("seed", cfg.seed, 0)
+    for key in cfg.sweep.vectorize:
+        if key not in VECTORIZABLE:
+            raise ConfigError(f"sweep.vectorize: {key!r} cannot run as replicas (it changes tensor shapes or the "
+                              f"model); allowed: {', '.join(VECTORIZABLE)}")
+    if cfg.sweep.vectorize or cfg.sweep.replicas:
+        if m.integrator != "euler" or m.adjoint:
+            raise ConfigError("sweep.vectorize needs model.integrator=euler and model.adjoint=false "
+                              f"(got {m.integrator}, adjoint={m.adjoint})")
+        if o.batch_size is not None:
+            raise ConfigError("sweep.vectorize needs full-batch training: set optim.batch_size=null")
 
 
 def validate_against_data(cfg, d_in: int, d_out: int, n_train: int) -> None:

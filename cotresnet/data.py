@@ -99,6 +99,12 @@ def file_dataset(dc) -> Dataset:
         ) from e
 
 
+def stack_datasets(datasets) -> Dataset:
+    """Replicas' datasets (same shapes) along a leading replica dimension: x_*: (R, N, d_in), ..."""
+    return Dataset(*(torch.stack([getattr(d, k) for d in datasets]) for k in ("x_train", "y_train", "x_test", "y_test")),
+                   classification=datasets[0].classification)
+
+
 def check_finite(ds: Dataset, name: str) -> None:
     for key, t in ds.tensors().items():
         if isinstance(t, Tensor) and not torch.isfinite(t).all():

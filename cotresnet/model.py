@@ -270,3 +270,56 @@ def model_from_particles(particles: Dict[str, Tensor], meta: dict) -> MeanFieldR
         substeps=meta.get("substeps", 4), rtol=meta.get("rtol", 1e-7), atol=meta.get("atol", 1e-9),
         adjoint=meta.get("adjoint", False),
     )
+
+
+class ReplicatedResNet(nn.Module):
+    """R Euler ResNets of one shape stepped together (a vectorized sweep over seeds, scales, dt, data).
+
+    Parameters u, w: (R, L, M, d), b: (R, L, M); buffers embedding: (R, d, d_in), readout: (R, d_out, d).
+    Each layer is one batched matmul for all replicas and all M particles.
+    """
+
+    def __init__(self, nets):
+        super().__init__()
+        first = nets[0]
+        if any(n.integrator != "euler" or n.adjoint for n in nets):
+            raise ValueError("replicas run the Euler ResNet only (model.integrator=euler, model.adjoint=false)")
+        if any(n.activation_name != first.activation_name or n.u.shape != first.u.shape for n in nets):
+            raise ValueError("replicas must share activation and particle shapes")
+        self.u = nn.Parameter(torch.stack([n.u.detach() for n in nets]))
+        self.w = nn.Parameter(torch.stack([n.w.detach() for n in nets]))
+        self.b = nn.Parameter(torch.stack([n.b.detach() for n in nets]))
+        self.register_buffer("embedding", torch.stack([n.embedding for n in nets]))
+        self.register_buffer("readout", torch.stack([n.readout for n in nets]))
+        self.activation_name = first.activation_name
+        self.sigma = activation(first.activation_name)
+
+    @property
+    def R(self) -> int:
+        return self.u.shape[0]
+
+    @property
+    def L(self) -> int:
+        return self.u.shape[1]
+
+    @property
+    def M(self) -> int:
+        return self.u.shape[2]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (R, N, d_in) -> (R, N, d_out)."""
+        X = x @ self.embedding.transpose(1, 2)
+        scale = 1.0 / (self.L * self.M)
+        for l in range(self.L):
+            H = self.sigma(torch.baddbmm(self.b[:, l, None, :], X, self.w[:, l].transpose(1, 2)))
+            X = torch.baddbmm(X, H, self.u[:, l], alpha=scale)
+        return X @ self.readout.transpose(1, 2)
+
+    def risks(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-replica risks: (R,)."""
+        return 0.5 * (self(x) - y).pow(2).sum(-1).mean(-1)
+
+    def replica(self, r: int) -> MeanFieldResNet:
+        """Replica r as a MeanFieldResNet sharing this module's storage (detached: for diagnostics)."""
+        return MeanFieldResNet(self.u.detach()[r], self.w.detach()[r], self.b.detach()[r], self.activation_name,
+                               self.embedding[r], self.readout[r])

@@ -2,13 +2,13 @@
 section 2); the data module hands out the full batch or seeded minibatches."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, NamedTuple, Optional, Sequence, Union
 
 import lightning as pl
 import torch
 
 from .data import Dataset, Minibatches, RepeatBatch
-from .model import MeanFieldResNet
+from .model import MeanFieldResNet, ReplicatedResNet
 
 
 def learning_rate(dt: float, L: int, M: int, parameterization: str) -> float:
@@ -17,22 +17,65 @@ def learning_rate(dt: float, L: int, M: int, parameterization: str) -> float:
     return dt * L * M if parameterization == "mean_field" else dt
 
 
-class COTFlowModule(pl.LightningModule):
-    """theta -= lr * dL/dtheta on the full batch (or a minibatch), lr = learning_rate(dt, L, M, ...)."""
+class ReplicaView(NamedTuple):
+    """What the callbacks read of one (replica of a) network: `net` (detached for a replica), the
+    risk of the step's particles, the Euclidean gradient of that risk, the flow step and the lr."""
 
-    def __init__(self, net: MeanFieldResNet, dt: float, parameterization: str):
+    net: MeanFieldResNet
+    risk: torch.Tensor
+    grads: List[torch.Tensor]
+    dt: float
+    lr: float
+
+
+class COTFlowModule(pl.LightningModule):
+    """theta -= lr * dL/dtheta on the full batch (or a minibatch), lr = learning_rate(dt, L, M, ...).
+
+    With a ReplicatedResNet and per-replica steps dt_r, the loss is sum_r (dt_r / dt_0) L_r and
+    lr = learning_rate(dt_0, ...): replica r moves by learning_rate(dt_r, ...) * dL_r/dtheta_r.
+    """
+
+    def __init__(self, net, dt: Union[float, Sequence[float]], parameterization: str):
         super().__init__()
         self.net = net
-        self.dt = dt
+        self.replicated = isinstance(net, ReplicatedResNet)
+        dts = [float(v) for v in dt] if self.replicated else [float(dt)]
+        self.dt = dts[0]
+        self.dts = dts
         self.parameterization = parameterization
-        self.lr = learning_rate(dt, net.L, net.M, parameterization)
-        self.last_risk = None  # risk of the particles before the current update, read by callbacks
+        self.lr = learning_rate(self.dt, net.L, net.M, parameterization)
+        self.register_buffer("loss_weights", torch.tensor([v / self.dt for v in dts], dtype=net.u.dtype))
+        self.last_risk = None  # risk(s) of the particles before the current update, read by callbacks
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        risk = self.net.risk(x, y)
-        self.last_risk = risk.detach()
-        return risk
+        if not self.replicated:
+            risk = self.net.risk(x, y)
+            self.last_risk = risk.detach()
+            return risk
+        risks = self.net.risks(x, y)
+        self.last_risk = risks.detach()
+        return (self.loss_weights * risks).sum()
+
+    def replica_net(self, replica: Optional[int] = None) -> MeanFieldResNet:
+        """The network, or replica r of a ReplicatedResNet (sharing storage, detached)."""
+        return self.net if replica is None else self.net.replica(replica)
+
+    def view(self, replica: Optional[int] = None) -> ReplicaView:
+        """The current step's risk and gradient (valid between backward and the optimizer step)."""
+        if replica is None:
+            return ReplicaView(self.net, self.last_risk, [p.grad for p in self.net.parameters()], self.dt, self.lr)
+        c = self.loss_weights[replica].item()
+        return ReplicaView(self.net.replica(replica), self.last_risk[replica],
+                           [p.grad[replica] / c for p in self.net.parameters()], self.dts[replica], self.lr * c)
+
+    def zero_replica_grads(self, replica: Optional[int] = None) -> None:
+        """Make this step a no-op for one replica (a diverged or converged one), or for the network."""
+        for p in self.net.parameters():
+            if replica is None:
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad[replica].zero_()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.net.parameters(), lr=self.lr)

@@ -24,7 +24,14 @@ METRICS = ["log10_risk_ratio", "min_pl_ratio", "lambda_min_tangent_init", "risk_
 
 
 def job_dirs(sweep_dir: Path) -> List[Path]:
-    return sorted({p.parent.parent for p in Path(sweep_dir).rglob(".hydra/config.yaml")}, key=_job_order)
+    """Directories holding .hydra/config.yaml, except vectorized jobs' own (their replicas are the jobs)."""
+    dirs = {p.parent.parent for p in Path(sweep_dir).rglob(".hydra/config.yaml")}
+    return sorted((d for d in dirs if not _is_replica_container(d)), key=_job_order)
+
+
+def _is_replica_container(job: Path) -> bool:
+    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) or {}
+    return bool((cfg.get("sweep") or {}).get("replicas"))
 
 
 def _job_order(p: Path):
@@ -64,9 +71,9 @@ def _parse(value: str):
             return value
 
 
-def job_row(job: Path) -> Dict[str, object]:
+def job_row(job: Path, sweep_dir: Path) -> Dict[str, object]:
     cfg = _flatten(yaml.safe_load((job / ".hydra" / "config.yaml").read_text()))
-    row: Dict[str, object] = {"job": job.name, "path": str(job)}
+    row: Dict[str, object] = {"job": str(job.relative_to(sweep_dir)), "path": str(job)}
     row.update({f"cfg.{k}": v for k, v in cfg.items() if not isinstance(v, list)})
     row.update({f"sweep.{k}": _parse(v) for k, v in _overrides(job).items()})
     summary_path = job / "summary.json"
@@ -100,7 +107,7 @@ def job_row(job: Path) -> Dict[str, object]:
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
     """One row per job: status, every config value (`cfg.` prefix), final metrics."""
-    rows = [job_row(j) for j in job_dirs(sweep_dir)]
+    rows = [job_row(j, Path(sweep_dir)) for j in job_dirs(sweep_dir)]
     return pd.DataFrame(rows)
 
 

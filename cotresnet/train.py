@@ -16,7 +16,7 @@ import traceback
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import hydra
 import torch
@@ -73,7 +73,7 @@ def inspect_checkpoint(path: Path, cfg) -> dict:
         raise ConfigError(f"resume={str(path)!r} is not a cotresnet checkpoint (no 'cotresnet' / 'state_dict' entry)")
     u = ckpt["state_dict"].get("net.u")
     want = (cfg.model.L, cfg.model.M, cfg.model.d)
-    if u is None or tuple(u.shape) != want:
+    if u is None or tuple(u.shape[-3:]) != want:
         raise ConfigError(f"resume={str(path)!r} holds particles of shape {None if u is None else tuple(u.shape)}, "
                           f"but model.L, model.M, model.d = {want}")
     return ckpt
@@ -95,19 +95,25 @@ def _refuse(message: str) -> None:
 
 
 def sweep_job_configs(config: DictConfig):
-    """(overrides, composed config) of every job of a basic-sweeper multirun."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """(overrides, composed config) of every job of a multirun, as the sweeper will launch them;
+    a vectorized job yields one config per replica."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .sweeper import replica_config, split_jobs
 
     parser = OverridesParser.create()
     # as BasicSweeper: hydra.sweeper.params (experiments) first, then the command line
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     parsed = parser.parse_overrides(params + list(config.hydra.overrides.task))
     loader = GlobalHydra.instance().config_loader()
-    for batch in BasicSweeper.split_arguments(parsed, None):
+    for batch in split_jobs(parsed, list(config.sweep.vectorize)):
         for overrides in batch:
-            yield overrides, loader.load_sweep_config(config, list(overrides))
+            job_cfg = loader.load_sweep_config(config, list(overrides))
+            for replica in job_cfg.sweep.replicas:
+                yield overrides + [replica], replica_config(job_cfg, replica)
+            if not job_cfg.sweep.replicas:
+                yield overrides, job_cfg
 
 
 class ValidateConfig(HydraCallback):
@@ -120,7 +126,8 @@ class ValidateConfig(HydraCallback):
             _refuse(str(e))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.sweeper._target_ != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
+        if config.hydra.sweeper._target_ not in ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                                                 "hydra_plugins.cotresnet_sweeper.VectorizingSweeper"):
             return  # other sweepers choose jobs as they go: each job checks itself
         bad = []
         for overrides, job_cfg in sweep_job_configs(config):
@@ -160,7 +167,9 @@ def flat_config(cfg) -> Dict[str, Any]:
     return out
 
 
-def make_loggers(cfg, run_dir: Path, wandb_id: str):
+def make_loggers(cfg, run_dir: Path, wandb_id: str, concurrent: bool = False):
+    """metrics.csv always; TensorBoard and wandb when selected. `concurrent`: several wandb runs live
+    in this process at once (replicas); otherwise a new run finishes any previous one (joblib workers)."""
     from .rundir import MetricsCSV
 
     loggers = [MetricsCSV(run_dir)]
@@ -177,8 +186,7 @@ def make_loggers(cfg, run_dir: Path, wandb_id: str):
         loggers.append(WandbLogger(
             project=wc.project, entity=wc.entity, mode=wc.mode, group=wc.group or sweep_group(),
             tags=list(wc.tags), name=job_name(run_dir), save_dir=str(run_dir), config=flat_config(cfg),
-            # one run per job even when a worker process runs several jobs (joblib)
-            reinit="finish_previous", id=wandb_id, resume="allow",
+            reinit="create_new" if concurrent else "finish_previous", id=wandb_id, resume="allow",
         ))
     return loggers
 
@@ -193,25 +201,34 @@ def sweep_group():
 
 def job_name(run_dir: Path) -> str:
     if _multirun():
-        hc = HydraConfig.get()
-        return f"{Path(hc.sweep.dir).name}/{run_dir.name}"
-    return run_dir.name
+        sweep_dir = Path(HydraConfig.get().sweep.dir)
+        try:
+            return f"{sweep_dir.name}/{Path(run_dir).relative_to(sweep_dir)}"
+        except ValueError:
+            return f"{sweep_dir.name}/{Path(run_dir).name}"
+    return Path(run_dir).name
 
 
-def train(cfg, dataset: Dataset, run_dir: Path) -> Dict[str, Any]:
+def train(cfg, dataset: Dataset, run_dir: Path, replicas: Optional[List[tuple]] = None):
+    """Train one network into `run_dir` and return its summary; or, with `replicas` =
+    [(cfg_r, dataset_r, run_dir_r), ...], train R networks of one shape together (one batched matmul
+    per layer), each with the full run directory of its own, and return their summaries. `cfg` and
+    `run_dir` are then the job's: its checkpoint lives there."""
     import lightning as pl
 
+    from .atomic import atomic_torch_save
     from .callbacks import Checkpointer, FlowDiagnostics, set_rng_states
-    from .model import build_model
+    from .data import stack_datasets
+    from .model import ReplicatedResNet, build_model
     from .module import COTFlowModule, FlowDataModule
-    from .plots import plot_run
-    from .atomic import atomic_torch_save, atomic_write_json, finite_or_none
-    from .rundir import save_particles
 
     t0 = time.time()
+    vectorized = replicas is not None
+    members = replicas if vectorized else [(cfg, dataset, run_dir)]
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
     torch.manual_seed(cfg.seed)
-    net = build_model(cfg, dataset.d_in, dataset.d_out)
+    nets = [build_model(c, d.d_in, d.d_out) for c, d, _ in members]
+    net = ReplicatedResNet(nets) if vectorized else nets[0]
     if cfg.model.activation == "relu":
         log.warning("activation=relu lies outside the theory's regularity assumptions (see README)")
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
@@ -222,41 +239,60 @@ def train(cfg, dataset: Dataset, run_dir: Path) -> Dict[str, Any]:
         resume_from = Path(cfg.resume)
     ckpt = inspect_checkpoint(resume_from, cfg)["cotresnet"] if resume_from else {}
     start = ckpt.get("global_step", 0)
-    wandb_id = ckpt.get("wandb_id") or uuid.uuid4().hex[:12]  # wandb ids allow no ',', '/', ...
-    atomic_torch_save(dataset.tensors(), run_dir / "data.pt")
-    module = COTFlowModule(net, cfg.optim.dt, cfg.optim.parameterization)
-    diag = FlowDiagnostics(dataset, cfg.callbacks.n_probe, cfg.trainer.log_every, cfg.callbacks.kernel_every,
-                           cfg.callbacks.ot_every, cfg.trainer.converge_ratio, cfg.trainer.fail_on_divergence)
-    loggers = make_loggers(cfg, run_dir, wandb_id)
+    # wandb ids allow no ',', '/', ...: random hex, kept across resumes
+    wandb_ids = ckpt.get("wandb_ids") or [uuid.uuid4().hex[:12] for _ in members]
+    module = COTFlowModule(net, [c.optim.dt for c, _, _ in members] if vectorized else cfg.optim.dt,
+                           cfg.optim.parameterization)
+    diags, all_loggers = [], []
+    for r, ((c, d, rd), wid) in enumerate(zip(members, wandb_ids)):
+        atomic_torch_save(d.tensors(), rd / "data.pt")
+        loggers = make_loggers(c, rd, wid, concurrent=vectorized)
+        if resume_from:
+            loggers[0].truncate_from(start)  # rows after the checkpoint are recomputed
+        all_loggers.append(loggers)
+        diags.append(FlowDiagnostics(d, c.callbacks.n_probe, c.trainer.log_every, c.callbacks.kernel_every,
+                                     c.callbacks.ot_every, c.trainer.converge_ratio, c.trainer.fail_on_divergence,
+                                     replica=r if vectorized else None, loggers=loggers if vectorized else None))
     if resume_from:
-        loggers[0].truncate_from(start)  # rows after the checkpoint are recomputed
         log.info("resuming from %s at step %d", resume_from, start)
-    callbacks = [diag]
+    callbacks = list(diags)
     if cfg.checkpoint_every or "SLURM_JOB_ID" in os.environ:
         checkpointer = Checkpointer(ckpt_path, cfg.checkpoint_every,
-                                    {"wandb_id": wandb_id, "L": cfg.model.L, "M": cfg.model.M, "d": cfg.model.d})
+                                    {"wandb_ids": wandb_ids, "L": cfg.model.L, "M": cfg.model.M, "d": cfg.model.d})
         callbacks.append(checkpointer)
         _checkpoint_on_preemption(checkpointer)
     trainer = pl.Trainer(
         max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator, devices=1,
-        logger=loggers, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
+        logger=False if vectorized else all_loggers[0], callbacks=callbacks, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
         log_every_n_steps=1, precision="64-true" if cfg.model.dtype == "float64" else "32-true",
         default_root_dir=str(run_dir), plugins=_cluster_plugins(),
     )
-    dm = FlowDataModule(dataset.to(getattr(torch, cfg.model.dtype)), cfg.trainer.max_steps, cfg.optim.batch_size,
+    data = stack_datasets([d for _, d, _ in members]) if vectorized else dataset
+    dm = FlowDataModule(data.to(getattr(torch, cfg.model.dtype)), cfg.trainer.max_steps, cfg.optim.batch_size,
                         cfg.seed, start=start)
     if ckpt:
         set_rng_states(ckpt["rng"])
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
+    summaries = [_finish(c, rd, module.replica_net(r if vectorized else None), diag, loggers, trainer, t0)
+                 for r, ((c, _, rd), diag, loggers) in enumerate(zip(members, diags, all_loggers))]
+    return summaries if vectorized else summaries[0]
+
+
+def _finish(cfg, run_dir: Path, net, diag, loggers, trainer, t0: float) -> Dict[str, Any]:
+    """particles.pt, summary.json and plots of one trained network; closes its wandb run."""
+    from .atomic import atomic_write_json, finite_or_none
+    from .plots import plot_run
+    from .rundir import save_particles
 
     s = diag.state
+    steps = s["stopped_at"] or trainer.global_step
     meta = {**net.meta(), "parameterization": cfg.optim.parameterization, "dtype": cfg.model.dtype,
             "embedding_kind": cfg.model.embedding, "readout_kind": cfg.model.readout}
     save_particles(run_dir / "particles.pt", s["init"], net.particles(), meta)
     final = {k: finite_or_none(v) for k, v in s["last_finite"].items()}
     summary = {
-        "status": s["status"], "steps": trainer.global_step, "flow_time": trainer.global_step * cfg.optim.dt,
+        "status": s["status"], "steps": steps, "flow_time": steps * cfg.optim.dt,
         "diverged_at": s["diverged_at"], "final": final, "risk_init": finite_or_none(s["risk0"]),
         "min_pl_ratio": finite_or_none(s["min_pl_ratio"]),
         "certificate": {"lambda_min_tangent_init": s["lambda0"], "c0": s["c0"],
@@ -319,28 +355,52 @@ def _remove_if_only_hydra(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def run(cfg: DictConfig) -> Dict[str, Any]:
+def _replica_members(cfg, run_dir: Path) -> List[tuple]:
+    """(config, dataset, run directory) of every replica of a vectorized job; each directory gets the
+    .hydra/config.yaml and overrides.yaml a separate job would have (the report reads them)."""
+    from .sweeper import replica_config, replica_dirname
+
+    job_overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("sweep.")] \
+        if HydraConfig.initialized() else []
+    members = []
+    for replica in cfg.sweep.replicas:
+        rc = replica_config(cfg, replica)
+        rd = run_dir / replica_dirname(replica)
+        (rd / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(rc, rd / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(job_overrides + replica.split()), rd / ".hydra" / "overrides.yaml")
+        members.append((rc, check_config(rc), rd))
+    return members
+
+
+def _record_failure(cfg, run_dir: Path, error: Exception) -> None:
+    from .atomic import atomic_write_bytes, atomic_write_json
+
+    atomic_write_bytes(run_dir / "traceback.txt", traceback.format_exc().encode())
+    atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                                 "seed": cfg.seed, "versions": versions(), "run_dir": str(run_dir)})
+
+
+def run(cfg: DictConfig):
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         dataset = check_config(cfg)
+        members = _replica_members(cfg, run_dir) if cfg.sweep.replicas else None
     except ConfigError:
         _remove_if_only_hydra(run_dir)
         raise
     try:
-        summary = train(cfg, dataset, run_dir)
+        result = train(cfg, dataset, run_dir, replicas=members)
     except Exception as e:
-        from .atomic import atomic_write_bytes, atomic_write_json
-
-        atomic_write_bytes(run_dir / "traceback.txt", traceback.format_exc().encode())
-        atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": f"{type(e).__name__}: {e}",
-                                                     "seed": cfg.seed, "versions": versions(),
-                                                     "run_dir": str(run_dir)})
-        log.error("job failed: %s (traceback in %s)", e, run_dir / "traceback.txt")
+        for c, _, rd in members or [(cfg, dataset, run_dir)]:
+            _record_failure(c, rd, e)
+        log.error("job failed: %s (traceback in %s)", e, run_dir)
         if _multirun():
             return {"status": "failed"}  # the sweep goes on; the report counts it
         raise
-    _print_summary(summary)
-    return summary
+    for summary in result if members else [result]:
+        _print_summary(summary)
+    return result
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")

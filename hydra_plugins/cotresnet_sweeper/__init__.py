@@ -1,0 +1,13 @@
+"""cotresnet's sweeper for Hydra (plugins must live in the hydra_plugins namespace): BasicSweeper,
+with the values of `sweep.vectorize` keys folded into replicas of one job (cotresnet/sweeper.py)."""
+from typing import List
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.types import Override
+
+from cotresnet.sweeper import split_jobs
+
+
+class VectorizingSweeper(BasicSweeper):
+    def split_arguments(self, overrides: List[Override], max_batch_size=None) -> List[List[List[str]]]:
+        return split_jobs(overrides, list(self.config.sweep.vectorize), max_batch_size)
