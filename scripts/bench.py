@@ -9,6 +9,10 @@ Rows:
   diagnostics_on_off   the default job with its default diagnostics / without the diagnostics callback
   integrators          Euler / rk4 / dopri5 / rk4+adjoint: step time and activation memory (bytes of
                        tensors autograd saves), each against Euler
+  replicas_vs_seq      R networks stepped together (ReplicatedResNet) / R plain networks stepped one after
+                       another (R = 4, 16); as throughput ratio, higher is better
+  sweep_vectorized     a 16-seed sweep end to end (start-up, diagnostics, logging, files): sequential jobs /
+                       one vectorized job (wall time ratio, higher is better)
 """
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cotresnet.callbacks import FlowDiagnostics  # noqa: E402
-from cotresnet.model import MeanFieldResNet, embedding_matrix, init_particles, readout_matrix  # noqa: E402
+from cotresnet.model import (  # noqa: E402
+    MeanFieldResNet, ReplicatedResNet, embedding_matrix, init_particles, readout_matrix,
+)
 from cotresnet.module import COTFlowModule, FlowDataModule, learning_rate  # noqa: E402
 from cotresnet.data import Dataset  # noqa: E402
 
@@ -112,6 +118,46 @@ def time_matmuls(N, d, L, M, device, steps, dtype=torch.float32):
     return (time.perf_counter() - t0) / steps
 
 
+def time_replicas(nets, ds, steps, device, warmup=3):
+    """Seconds per step of all R networks: stacked in one ReplicatedResNet, and one after another."""
+    rep = ReplicatedResNet(nets).to(device)
+    R = len(nets)
+    x = ds.x_train.to(device).expand(R, *ds.x_train.shape).contiguous()
+    y = ds.y_train.to(device).expand(R, *ds.y_train.shape).contiguous()
+    opt = torch.optim.SGD(rep.parameters(), lr=learning_rate(0.01, rep.L, rep.M, "mean_field"))
+
+    def together():
+        for i in range(warmup + steps):
+            if i == warmup:
+                sync(device)
+                t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            rep.risks(x, y).sum().backward()
+            opt.step()
+        sync(device)
+        return (time.perf_counter() - t0) / steps
+
+    def sequential():
+        return sum(time_plain(n.to(device), ds, steps, device, warmup) for n in nets)
+
+    return together, sequential
+
+
+def time_sweep(vectorized: bool, seeds: int = 16, steps: int = 200) -> float:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [sys.executable, "-m", "cotresnet.train", "-m", f"seed={','.join(map(str, range(seeds)))}",
+                "model.L=8", "model.M=32", f"trainer.max_steps={steps}", "trainer.converge_ratio=0",
+                "callbacks.kernel_every=100", "callbacks.ot_every=100", f"hydra.sweep.dir={tmp}/s"]
+        if vectorized:
+            args.append("sweep.vectorize=[seed]")
+        t0 = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True, cwd=tmp)
+        return time.perf_counter() - t0
+
+
 def interleaved_best(fns, repeats):
     """Best time of each function over `repeats` rounds, run in turn (the machine's load drifts)."""
     best = [math.inf] * len(fns)
@@ -179,6 +225,16 @@ def main(argv=None):
 
     off, on = interleaved_best([lambda: default_job(False), lambda: default_job(True)], 2 if args.quick else 3)
     row("diagnostics_on_off", "default job (fit wall)", on, off, unit="s")
+
+    N, d, L, M = (256, 8, 8, 32) if not args.gpu else (1024, 16, 16, 128)
+    for R in (4, 16):
+        nets = [make(N, d, L, M, device, seed=r)[0] for r in range(R)]
+        together, sequential = time_replicas(nets, make(N, d, L, M, device)[1], max(5, n // 4), device)
+        t_rep, t_seq = interleaved_best([together, sequential], 2 if args.quick else 3)
+        row(f"replicas_vs_seq R={R}", str((N, d, L, M)), t_seq, t_rep, unit="throughput ratio")
+    if not args.gpu:
+        t_vec, t_seq = interleaved_best([lambda: time_sweep(True), lambda: time_sweep(False)], 1)
+        row("sweep_vectorized (16 seeds)", "(256, 8, 8, 32) 200 steps", t_seq, t_vec, unit="wall ratio")
 
     N, d, L, M = (256, 8, 16, 128) if not args.gpu else (1024, 16, 16, 128)
     base_net, ds = make(N, d, L, M, device)
