@@ -91,7 +91,7 @@ class OptimConfig:
 class TrainerConfig:
     max_steps: int = 1500
     accelerator: str = "cpu"
-    log_every: int = 10  # steps between rows of metrics.csv
+    log_every: int = 25  # steps between rows of metrics.csv
     converge_ratio: float = 1e-4  # stop as `converged` once risk_train <= ratio * initial risk
     fail_on_divergence: bool = False
     matmul_precision: str = "highest"
@@ -127,8 +127,8 @@ class LoggerConfig:
 class CallbacksConfig:
     """Intervals in training steps; 0 switches a diagnostic off."""
 
-    kernel_every: int = 250  # COT tangent kernel and feature kernels
-    ot_every: int = 250  # exact W_COT to the initialization
+    kernel_every: int = 500  # COT tangent kernel and feature kernels
+    ot_every: int = 500  # exact W_COT to the initialization
     n_probe: int = 128  # the first n_probe training samples probe the tangent kernel
 
 

@@ -17,6 +17,7 @@ Rows:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -54,6 +55,7 @@ def sync(device):
 
 
 def time_plain(net, ds, steps, device, warmup=5):
+    net = copy.deepcopy(net)  # every measurement starts from the same particles (no drift to inf/denormals)
     x, y = ds.x_train.to(device), ds.y_train.to(device)
     opt = torch.optim.SGD(net.parameters(), lr=learning_rate(0.01, net.L, net.M, "mean_field"))
     for i in range(warmup + steps):
@@ -89,17 +91,18 @@ class _StepTimer:
 
 
 def fit(net, ds, steps, device, callbacks=(), warmup=5):
+    """(seconds per step after warm-up, wall seconds of the whole fit, CPU seconds of the whole fit)."""
     import lightning as pl
 
     timer = _StepTimer(warmup)
-    module = COTFlowModule(net, 0.01, "mean_field")
+    module = COTFlowModule(copy.deepcopy(net), 0.01, "mean_field")
     trainer = pl.Trainer(max_steps=warmup + steps, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                          logger=False, callbacks=[timer.callback, *callbacks], enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
                          limit_val_batches=0, log_every_n_steps=1)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=FlowDataModule(ds, warmup + steps))
-    return (timer.t1 - timer.t0) / steps, time.perf_counter() - t
+    return (timer.t1 - timer.t0) / steps, time.perf_counter() - t, time.process_time() - c
 
 
 def time_matmuls(N, d, L, M, device, steps, dtype=torch.float32):
@@ -120,13 +123,12 @@ def time_matmuls(N, d, L, M, device, steps, dtype=torch.float32):
 
 def time_replicas(nets, ds, steps, device, warmup=3):
     """Seconds per step of all R networks: stacked in one ReplicatedResNet, and one after another."""
-    rep = ReplicatedResNet(nets).to(device)
     R = len(nets)
     x = ds.x_train.to(device).expand(R, *ds.x_train.shape).contiguous()
     y = ds.y_train.to(device).expand(R, *ds.y_train.shape).contiguous()
-    opt = torch.optim.SGD(rep.parameters(), lr=learning_rate(0.01, rep.L, rep.M, "mean_field"))
-
     def together():
+        rep = ReplicatedResNet(nets).to(device)
+        opt = torch.optim.SGD(rep.parameters(), lr=learning_rate(0.01, rep.L, rep.M, "mean_field"))
         for i in range(warmup + steps):
             if i == warmup:
                 sync(device)
@@ -206,7 +208,7 @@ def main(argv=None):
         steps = n if N * L * M < 1e8 else max(5, n // 20)
         net, ds = make(N, d, L, M, device)
         plain, lit = interleaved_best([lambda: time_plain(net, ds, steps, device),
-                                       lambda: fit(net, ds, steps, device)[0]], 2 if args.quick else 5)
+                                       lambda: fit(net, ds, steps, device)[0]], 2 if args.quick or N > 1000 else 5)
         row("lightning_vs_plain", str((N, d, L, M)), lit, plain)
         row("step_vs_matmuls", str((N, d, L, M)), plain, time_matmuls(N, d, L, M, device, steps))
 
@@ -221,10 +223,16 @@ def main(argv=None):
         net = build_model(cfg, data.d_in, data.d_out).to(device)
         cbs = [FlowDiagnostics(data, cfg.callbacks.n_probe, cfg.trainer.log_every, cfg.callbacks.kernel_every,
                                cfg.callbacks.ot_every, 0.0)] if with_diag else []
-        return fit(net, data.to(torch.float32), cfg.trainer.max_steps - 5, device, cbs)[1]
+        return fit(net, data.to(torch.float32), cfg.trainer.max_steps - 5, device, cbs)[1:]
 
-    off, on = interleaved_best([lambda: default_job(False), lambda: default_job(True)], 2 if args.quick else 3)
-    row("diagnostics_on_off", "default job (fit wall)", on, off, unit="s")
+    # wall time on a shared 2-core machine drifts by +-15 % between runs; CPU time much less
+    runs = {False: [], True: []}
+    for _ in range(2 if args.quick else 4):
+        for with_diag in (False, True):
+            runs[with_diag].append(default_job(with_diag))
+    for i, what in ((0, "fit wall"), (1, "fit CPU time")):
+        on, off = min(r[i] for r in runs[True]), min(r[i] for r in runs[False])
+        row("diagnostics_on_off", f"default job ({what})", on, off, unit="s")
 
     N, d, L, M = (256, 8, 8, 32) if not args.gpu else (1024, 16, 16, 128)
     for R in (4, 16):

@@ -13,7 +13,7 @@ import torch
 
 from test_train import TRAIN, cli
 
-RESUMABLE = ["model.L=4", "model.M=16", "data.n_train=64", "callbacks.n_probe=32", "trainer.max_steps=400",
+RESUMABLE = ["logger=[csv,wandb]", "model.L=4", "model.M=16", "data.n_train=64", "callbacks.n_probe=32", "trainer.max_steps=400",
              "trainer.log_every=1", "checkpoint_every=7", "trainer.converge_ratio=0", "callbacks.kernel_every=50",
              "callbacks.ot_every=50"]
 
@@ -121,6 +121,9 @@ def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
         m = pd.read_csv(run / "metrics.csv")
         assert list(m["step"]) == list(range(401)), at
         pd.testing.assert_frame_equal(m, ref_metrics)
+        # the resumed process logs into the same wandb run (same id, history continued)
+        ids = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
+        assert len(ids) == 1, ids
 
 
 WRITER = """
