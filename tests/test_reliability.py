@@ -90,14 +90,16 @@ def test_a_failing_job_leaves_failed_status_and_the_sweep_goes_on(tmp_path):
 
 
 def run_until_killed(args, run_dir, at_row, cwd):
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group: the kill takes the job's helpers (wandb's service) too, as SLURM would
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     metrics = run_dir / "metrics.csv"
     deadline = time.time() + 120
     while time.time() < deadline:
         if metrics.exists() and metrics.read_text().count("\n") > at_row:
             break
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
