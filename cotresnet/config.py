@@ -22,7 +22,6 @@ DATASETS = ("teacher", "diabetes", "digits", "wine", "breast_cancer", "file")
 TEACHER_INPUTS = ("gaussian", "sphere")
 DTYPES = ("float32", "float64")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
-RESUME = ("never", "auto")
 # keys that do not change tensor shapes: a sweep over them can run as replicas inside one job
 VECTORIZABLE = ("seed", "init.scale_u", "init.scale_w", "init.scale_b", "optim.dt", "data.seed",
                 "data.teacher.scale", "data.teacher.noise")

@@ -43,9 +43,6 @@ if not OmegaConf.has_resolver("mul"):
     # products of config values, e.g. model.M: ${mul:2,${model.L},${model.L}} ties width to depth
     OmegaConf.register_new_resolver("mul", lambda *xs: math.prod(xs))
 
-STATUSES = ("converged", "diverged", "max_steps", "failed")
-
-
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from test_train import TRAIN, cli
+from test_train import TRAIN, cli, job_env
 
 RESUMABLE = ["logger=[csv,wandb]", "model.L=4", "model.M=16", "data.n_train=64", "callbacks.n_probe=32", "trainer.max_steps=400",
              "trainer.log_every=1", "checkpoint_every=7", "trainer.converge_ratio=0", "callbacks.kernel_every=50",
@@ -92,7 +92,7 @@ def test_a_failing_job_leaves_failed_status_and_the_sweep_goes_on(tmp_path):
 def run_until_killed(args, run_dir, at_row, cwd):
     # its own process group: the kill takes the job's helpers (wandb's service) too, as SLURM would
     proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=job_env())
     metrics = run_dir / "metrics.csv"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -143,7 +143,8 @@ while True:
 def test_killing_the_writer_never_leaves_a_torn_summary(tmp_path):
     target = tmp_path / "summary.json"
     for trial in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True,
+                                env=job_env())
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.003 + 0.011 * trial)  # kill at different moments of the write cycle
         proc.send_signal(signal.SIGKILL)

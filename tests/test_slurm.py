@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from slurm_local import SlurmCluster, available  # noqa: E402
-from test_train import TRAIN, cli  # noqa: E402
+from test_train import TRAIN, cli, job_env  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(available()), reason=f"SLURM {available()}")]
 
@@ -65,7 +65,7 @@ def _interrupted_run(cluster, tmp_path, name, interrupt):
     """Launch one long job through SLURM, interrupt it once mid-run, wait for the launcher to finish."""
     out = tmp_path / name
     proc = subprocess.Popen(TRAIN + ["-m", *LAUNCH, *LONG, "checkpoint_every=50", f"hydra.sweep.dir={out}", "seed=3"],
-                            cwd=tmp_path, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, env=job_env(cluster.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
         metrics = list(out.glob("0_*/metrics.csv"))

@@ -18,9 +18,16 @@ TRAIN = [sys.executable, "-m", "cotresnet.train"]
 SMALL = ["model.L=3", "model.M=8", "data.n_train=24", "data.n_test=8", "callbacks.n_probe=16"]
 
 
+def job_env(extra=None):
+    """The environment for a training subprocess. Without WANDB_SERVICE: an in-process wandb run of an
+    earlier test exports it, and a child would then share (and outlive into) that test's wandb service."""
+    env = {**os.environ, "WANDB_SILENT": "true", **(extra or {})}
+    env.pop("WANDB_SERVICE", None)
+    return env
+
+
 def cli(args, cwd, env=None, timeout=300):
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "WANDB_SILENT": "true", **(env or {})})
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=job_env(env))
 
 
 @pytest.mark.parametrize("overrides", [[], ["optim.parameterization=standard"], ["optim.batch_size=5"]])
