@@ -54,19 +54,26 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_plain(net, ds, steps, device, warmup=5):
-    net = copy.deepcopy(net)  # every measurement starts from the same particles (no drift to inf/denormals)
-    x, y = ds.x_train.to(device), ds.y_train.to(device)
+def time_sgd(net, loss, steps, device, warmup=5):
+    """Seconds per SGD step (zero_grad, loss(net), backward, step) on a copy of `net`: every
+    measurement starts from the same particles (no drift towards inf or denormals)."""
+    net = copy.deepcopy(net)
     opt = torch.optim.SGD(net.parameters(), lr=learning_rate(0.01, net.L, net.M, "mean_field"))
     for i in range(warmup + steps):
         if i == warmup:
             sync(device)
             t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        net.risk(x, y).backward()
+        loss(net).backward()
         opt.step()
     sync(device)
     return (time.perf_counter() - t0) / steps
+
+
+def time_plain(net, ds, steps, device, warmup=5):
+    """The plain PyTorch loop of one network."""
+    x, y = ds.x_train.to(device), ds.y_train.to(device)
+    return time_sgd(net, lambda n: n.risk(x, y), steps, device, warmup)
 
 
 class _StepTimer:
@@ -127,17 +134,7 @@ def time_replicas(nets, ds, steps, device, warmup=3):
     x = ds.x_train.to(device).expand(R, *ds.x_train.shape).contiguous()
     y = ds.y_train.to(device).expand(R, *ds.y_train.shape).contiguous()
     def together():
-        rep = ReplicatedResNet(nets).to(device)
-        opt = torch.optim.SGD(rep.parameters(), lr=learning_rate(0.01, rep.L, rep.M, "mean_field"))
-        for i in range(warmup + steps):
-            if i == warmup:
-                sync(device)
-                t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            rep.risks(x, y).sum().backward()
-            opt.step()
-        sync(device)
-        return (time.perf_counter() - t0) / steps
+        return time_sgd(ReplicatedResNet(nets).to(device), lambda n: n.risks(x, y).sum(), steps, device, warmup)
 
     def sequential():
         return sum(time_plain(n.to(device), ds, steps, device, warmup) for n in nets)
