@@ -94,6 +94,7 @@ class TrainerConfig:
     converge_ratio: float = 1e-4  # stop as `converged` once risk_train <= ratio * initial risk
     fail_on_divergence: bool = False
     matmul_precision: str = "highest"
+    compile: str = "none"  # none | default | reduce-overhead (CUDA graphs; static full-batch shapes)
 
 
 @dataclass
@@ -229,6 +230,7 @@ def validate(cfg) -> None:
     _at_least("trainer.log_every", t.log_every, 1)
     _non_negative_finite("trainer.converge_ratio", t.converge_ratio)
     _choice("trainer.matmul_precision", t.matmul_precision, ("highest", "high", "medium"))
+    _choice("trainer.compile", t.compile, ("none", "default", "reduce-overhead"))
     if cfg.logger.wandb is not None:
         _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
     _at_least("callbacks.kernel_every", c.kernel_every, 0)

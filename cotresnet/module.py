@@ -35,7 +35,7 @@ class COTFlowModule(pl.LightningModule):
     lr = learning_rate(dt_0, ...): replica r moves by learning_rate(dt_r, ...) * dL_r/dtheta_r.
     """
 
-    def __init__(self, net, dt: Union[float, Sequence[float]], parameterization: str):
+    def __init__(self, net, dt: Union[float, Sequence[float]], parameterization: str, compile: str = "none"):
         super().__init__()
         self.net = net
         self.replicated = isinstance(net, ReplicatedResNet)
@@ -46,14 +46,17 @@ class COTFlowModule(pl.LightningModule):
         self.lr = learning_rate(self.dt, net.L, net.M, parameterization)
         self.register_buffer("loss_weights", torch.tensor([v / self.dt for v in dts], dtype=net.u.dtype))
         self.last_risk = None  # risk(s) of the particles before the current update, read by callbacks
+        risk = net.risks if self.replicated else net.risk
+        # the full batch has static shapes: one compiled graph (CUDA graphs with reduce-overhead)
+        self.risk_fn = risk if compile == "none" else torch.compile(risk, mode=compile)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         if not self.replicated:
-            risk = self.net.risk(x, y)
+            risk = self.risk_fn(x, y)
             self.last_risk = risk.detach()
             return risk
-        risks = self.net.risks(x, y)
+        risks = self.risk_fn(x, y)
         self.last_risk = risks.detach()
         return (self.loss_weights * risks).sum()
 

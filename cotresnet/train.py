@@ -239,7 +239,7 @@ def train(cfg, dataset: Dataset, run_dir: Path, replicas: Optional[List[tuple]] 
     # wandb ids allow no ',', '/', ...: random hex, kept across resumes
     wandb_ids = ckpt.get("wandb_ids") or [uuid.uuid4().hex[:12] for _ in members]
     module = COTFlowModule(net, [c.optim.dt for c, _, _ in members] if vectorized else cfg.optim.dt,
-                           cfg.optim.parameterization)
+                           cfg.optim.parameterization, cfg.trainer.compile)
     diags, all_loggers = [], []
     for r, ((c, d, rd), wid) in enumerate(zip(members, wandb_ids)):
         atomic_torch_save(d.tensors(), rd / "data.pt")

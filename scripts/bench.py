@@ -7,6 +7,8 @@ Rows:
                        PyTorch loop of the same model (zero_grad, risk, backward, SGD step)
   step_vs_matmuls      the plain step / the same layer matmuls run bare (forward + backward shapes)
   diagnostics_on_off   the default job with its default diagnostics / without the diagnostics callback
+  compiled_vs_eager    the plain step with torch.compile (CPU: default, GPU: reduce-overhead = CUDA graphs) /
+                       the eager step (trainer.compile)
   integrators          Euler / rk4 / dopri5 / rk4+adjoint: step time and activation memory (bytes of
                        tensors autograd saves), each against Euler
   replicas_vs_seq      R networks stepped together (ReplicatedResNet) / R plain networks stepped one after
@@ -54,10 +56,13 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_sgd(net, loss, steps, device, warmup=5):
+def time_sgd(net, loss, steps, device, warmup=5, compile_mode=None):
     """Seconds per SGD step (zero_grad, loss(net), backward, step) on a copy of `net`: every
-    measurement starts from the same particles (no drift towards inf or denormals)."""
+    measurement starts from the same particles (no drift towards inf or denormals). With
+    `compile_mode`, `loss` goes through torch.compile (compiled during the warm-up)."""
     net = copy.deepcopy(net)
+    if compile_mode:
+        loss = torch.compile(loss, mode=compile_mode)
     opt = torch.optim.SGD(net.parameters(), lr=learning_rate(0.01, net.L, net.M, "mean_field"))
     for i in range(warmup + steps):
         if i == warmup:
@@ -70,10 +75,10 @@ def time_sgd(net, loss, steps, device, warmup=5):
     return (time.perf_counter() - t0) / steps
 
 
-def time_plain(net, ds, steps, device, warmup=5):
+def time_plain(net, ds, steps, device, warmup=5, compile_mode=None):
     """The plain PyTorch loop of one network."""
     x, y = ds.x_train.to(device), ds.y_train.to(device)
-    return time_sgd(net, lambda n: n.risk(x, y), steps, device, warmup)
+    return time_sgd(net, lambda n: n.risk(x, y), steps, device, warmup, compile_mode)
 
 
 class _StepTimer:
@@ -208,6 +213,10 @@ def main(argv=None):
                                        lambda: fit(net, ds, steps, device)[0]], 2 if args.quick or N > 1000 else 5)
         row("lightning_vs_plain", str((N, d, L, M)), lit, plain)
         row("step_vs_matmuls", str((N, d, L, M)), plain, time_matmuls(N, d, L, M, device, steps))
+        if N * L * M < 1e8:  # the small model: launch overhead is what compiling removes
+            mode = "reduce-overhead" if args.gpu else "default"
+            compiled = time_plain(net, ds, steps, device, warmup=5, compile_mode=mode)
+            row(f"compiled_vs_eager ({mode})", str((N, d, L, M)), compiled, plain)
 
     # the default job: 256 teacher samples, L=16, M=128, default cadences, 1500 steps
     from cotresnet.train import check_config, compose_config

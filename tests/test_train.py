@@ -30,7 +30,8 @@ def cli(args, cwd, env=None, timeout=300):
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=job_env(env))
 
 
-@pytest.mark.parametrize("overrides", [[], ["optim.parameterization=standard"], ["optim.batch_size=5"]])
+@pytest.mark.parametrize("overrides", [[], ["optim.parameterization=standard"], ["optim.batch_size=5"],
+                                       ["trainer.compile=default"]])
 def test_lightning_training_equals_plain_gradient_descent(tmp_path, overrides):
     cfg = compose_config(SMALL + ["model.dtype=float64", "trainer.max_steps=7", "callbacks.kernel_every=0",
                                   "callbacks.ot_every=0", "optim.dt=0.05"] + overrides)
