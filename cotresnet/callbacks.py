@@ -108,7 +108,7 @@ class FlowDiagnostics(pl.Callback):
         if self.state["init"] is None:
             self.state["init"] = pl_module.replica_net(self.replica).particles()
 
-    def _stop(self, trainer, pl_module) -> None:
+    def _stop(self, trainer) -> None:
         """This network (replica) is done: later steps leave it alone; the run ends when all are done."""
         everyone = [cb for cb in trainer.callbacks if isinstance(cb, FlowDiagnostics)]
         if all(cb.done for cb in everyone):
@@ -142,7 +142,7 @@ class FlowDiagnostics(pl.Callback):
         s["path_length"] += v.lr * math.sqrt(G) / (net.L * net.M)
         if self.converge_ratio > 0 and risk <= self.converge_ratio * s["risk0"]:
             s["status"], s["stopped_at"] = "converged", step + 1
-            self._stop(trainer, pl_module)
+            self._stop(trainer)
 
     def _diverge(self, trainer, pl_module, v, step: int, risk: float, G: float):
         s = self.state
@@ -156,7 +156,7 @@ class FlowDiagnostics(pl.Callback):
             self._log(trainer, last)
         # make this step a no-op so the particles stay the last finite ones
         pl_module.zero_replica_grads(self.replica)
-        self._stop(trainer, pl_module)
+        self._stop(trainer)
 
     def on_train_end(self, trainer, pl_module):
         """The final row: the particles after the last update (not for a diverged run)."""
@@ -165,13 +165,7 @@ class FlowDiagnostics(pl.Callback):
         net = pl_module.replica_net(self.replica)
         dt = pl_module.dts[self.replica or 0]
         step = self.state["stopped_at"] or trainer.global_step
-        x, y = self.data.x_train.to(net.u.device, net.u.dtype), self.data.y_train.to(net.u.device, net.u.dtype)
-        with torch.enable_grad():
-            net.zero_grad(set_to_none=True)
-            risk_t = net.risk(x, y)
-            grads = torch.autograd.grad(risk_t, list(net.parameters()))
-        G = D.grad_norm2(grads, net.L, net.M).item()
-        risk = risk_t.item()
+        risk, G = D.risk_and_grad_norm2(net, self.data.x_train, self.data.y_train)
         if not (math.isfinite(risk) and math.isfinite(G)):
             self.state["status"], self.state["diverged_at"] = "diverged", step
             return

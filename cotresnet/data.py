@@ -153,8 +153,11 @@ class Minibatches:
     def __iter__(self):
         n = self.x.shape[0]
         per_epoch = math.ceil(n / self.bs)
+        perm_epoch, perm = None, None
         for step in range(self.start, self.steps):
             epoch, k = divmod(step, per_epoch)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-            idx = perm[k * self.bs:(k + 1) * self.bs].to(self.x.device)
+            if epoch != perm_epoch:  # one permutation per epoch, not per step
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                perm_epoch, perm = epoch, torch.randperm(n, generator=gen).to(self.x.device)
+            idx = perm[k * self.bs:(k + 1) * self.bs]
             yield self.x[idx], self.y[idx]

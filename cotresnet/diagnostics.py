@@ -24,6 +24,15 @@ def grad_norm2(grads: Iterable[Tensor], L: int, M: int) -> Tensor:
     return L * M * sum(g.pow(2).sum() for g in grads)
 
 
+def risk_and_grad_norm2(net: MeanFieldResNet, x: Tensor, y: Tensor) -> tuple:
+    """(risk, G) of the network on (x, y), from scratch; the network's .grad stays untouched."""
+    x, y = x.to(net.u.device, net.u.dtype), y.to(net.u.device, net.u.dtype)
+    with torch.enable_grad():
+        risk = net.risk(x, y)
+        grads = torch.autograd.grad(risk, list(net.parameters()))
+    return risk.item(), grad_norm2(grads, net.L, net.M).item()
+
+
 def pl_ratio(G: Tensor, risk: Tensor) -> Tensor:
     """The Polyak-Lojasiewicz ratio G / L."""
     return G / risk
@@ -242,13 +251,8 @@ def evaluate(net: MeanFieldResNet, x: Tensor, y: Tensor, classification: bool, p
 def all_diagnostics(net: MeanFieldResNet, init: Optional[Particles], x_train: Tensor, y_train: Tensor,
                     n_probe: int) -> Dict[str, float]:
     """Every diagnostic of one set of particles, from scratch (used by `cotresnet-diagnose`)."""
-    xt, yt = x_train.to(net.u.dtype), y_train.to(net.u.dtype)
-    net.zero_grad(set_to_none=True)
-    risk = net.risk(xt, yt)
-    risk.backward()
-    G = grad_norm2([p.grad for p in net.parameters()], net.L, net.M).item()
-    net.zero_grad(set_to_none=True)
-    out = {"risk_train": risk.item(), "grad_norm2": G, "pl_ratio": G / risk.item()}
+    risk, G = risk_and_grad_norm2(net, x_train, y_train)
+    out = {"risk_train": risk, "grad_norm2": G, "pl_ratio": G / risk}
     kd = kernel_diagnostics(net, x_train[:n_probe], y_train[:n_probe])
     out.update({k: v for k, v in kd.items() if not isinstance(v, Tensor)})
     if init is not None:
