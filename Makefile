@@ -32,8 +32,11 @@ slurm-deps:
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
-bench-gpu: $(STAMP)
-	$(BIN)/python scripts/bench.py --gpu $(ARGS)
+# On a GPU machine the venv gets torch==2.13.0 from PyPI, the CUDA build there. Where python3 already
+# holds a CUDA torch and no index is reachable (an offline node): make bench-gpu PYTHON=python3
+PYTHON ?= $(BIN)/python
+bench-gpu: $(if $(filter $(BIN)/python,$(PYTHON)),$(STAMP))
+	$(PYTHON) scripts/bench.py --gpu $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

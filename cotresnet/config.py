@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 
 ACTIVATIONS = ("tanh", "silu", "gelu", "softplus", "relu")
 INTEGRATORS = ("euler", "rk4", "dopri5")
+BACKPROP_MODES = ("fused", "recompute", "autograd")
 EMBEDDINGS = ("pad", "orthogonal")
 READOUTS = ("first", "orthogonal")
 INIT_SCHEMES = ("iid", "shared")
@@ -42,6 +43,7 @@ class ModelConfig:
     rtol: float = 1e-7  # dopri5
     atol: float = 1e-9  # dopri5
     adjoint: bool = False  # odeint_adjoint: memory independent of depth
+    backprop: str = "fused"  # euler backward: fused | recompute (states only) | autograd
     embedding: str = "pad"
     readout: str = "first"
     dtype: str = "float32"
@@ -190,6 +192,7 @@ def validate(cfg) -> None:
     _at_least("model.d", m.d, 1)
     _choice("model.activation", m.activation, ACTIVATIONS)
     _choice("model.integrator", m.integrator, INTEGRATORS)
+    _choice("model.backprop", m.backprop, BACKPROP_MODES)
     _at_least("model.substeps", m.substeps, 1)
     _positive_finite("model.rtol", m.rtol)
     _positive_finite("model.atol", m.atol)

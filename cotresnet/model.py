@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,122 @@ def activation_derivative(name: str, z: Tensor) -> Tensor:
     if name == "relu":
         return (z > 0).to(z.dtype)
     raise KeyError(name)
+
+
+# sigma's backward as ATen's fused kernels do it, grad * sigma'(.) in one pass, reading sigma's
+# output (tanh, relu) or its input (silu, gelu, softplus): what a layer must keep for backward.
+_ACTIVATION_VJP = {
+    "tanh": (True, lambda g, h: torch.ops.aten.tanh_backward(g, h)),
+    "relu": (True, lambda g, h: torch.ops.aten.threshold_backward(g, h, 0)),
+    "silu": (False, lambda g, z: torch.ops.aten.silu_backward(g, z)),
+    "gelu": (False, lambda g, z: torch.ops.aten.gelu_backward(g, z)),
+    "softplus": (False, lambda g, z: torch.ops.aten.softplus_backward(g, z, 1, 20)),
+}
+
+
+def _addmm(C: Tensor, A: Tensor, B: Tensor, alpha: float = 1.0, out=None) -> Tensor:
+    """C + alpha A B for one network (2-D) or R stacked ones (3-D, batched matmul)."""
+    if A.dim() == 2:
+        return torch.addmm(C, A, B, alpha=alpha, out=out)
+    return torch.baddbmm(C, A, B, alpha=alpha, out=out)
+
+
+def _layer_preactivation(X: Tensor, w: Tensor, b: Tensor, l: int) -> Tensor:
+    """Z_l = X w_l^T + b_l, the bias inside the matmul (a GEMM epilogue on GPU for one network).
+
+    One network: X: (N, d), w: (L, M, d), b: (L, M) -> (N, M); R stacked ones: a leading R on each.
+    """
+    bias = b.select(-2, l)
+    return _addmm(bias if X.dim() == 2 else bias.unsqueeze(-2), X, w.select(-3, l).transpose(-1, -2))
+
+
+def _layer_activation(X: Tensor, w: Tensor, b: Tensor, l: int, name: str):
+    """(sigma(Z_l), what sigma's backward reads: sigma(Z_l) or Z_l), Z_l = X w_l^T + b_l: ([R,] N, M) each."""
+    Z = _layer_preactivation(X, w, b, l)
+    h = ACTIVATION_FUNCTIONS[name](Z)
+    return h, (h if _ACTIVATION_VJP[name][0] else Z)
+
+
+class _FusedEuler(torch.autograd.Function):
+    """The Euler ResNet (one network, or R stacked ones) as one autograd node.
+
+    Plain autograd keeps, per layer, what sigma's backward reads and the matmul input sigma(Z_l)
+    (two ([R,] N, M) tensors for silu, gelu, softplus), and builds each layer's parameter gradient as a
+    zero-filled (L, M, d) tensor accumulated L times. This node keeps the states and one ([R,] N, M)
+    tensor per layer (none with `recompute`, which redoes Z_l = X_l w_l^T + b_l: one more matmul per
+    layer, memory O(L N d) instead of O(L N M)), and writes each gradient once. Backward, gs = scale g_{l+1}:
+        dZ = (gs u_l^T) * sigma'(Z_l),  dL/du_l = sigma(Z_l)^T gs,  dL/dw_l = dZ^T X_l,  dL/db_l = sum_i dZ,
+        g_l = g_{l+1} + dZ w_l  (+ the gradient reaching state l directly)
+    Same arithmetic as autograd up to the order of floating-point sums.
+    """
+
+    @staticmethod
+    def forward(X0, u, w, b, scale, name, recompute):
+        L = u.shape[-3]
+        states, kept = [X0], []
+        for l in range(L):
+            h, saved = _layer_activation(states[l], w, b, l, name)
+            states.append(_addmm(states[l], h, u.select(-3, l), alpha=scale))
+            if not recompute:
+                kept.append(saved)
+        return (*states[1:], *kept)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        X0, u, w, b, scale, name, recompute = inputs
+        L = u.shape[-3]
+        # X_0 .. X_{L-1}: the last state is the output, never an input of a layer's backward
+        ctx.save_for_backward(u, w, b, X0, *output[: L - 1], *output[L:])
+        ctx.mark_non_differentiable(*output[L:])
+        ctx.set_materialize_grads(False)
+        ctx.scale, ctx.name, ctx.recompute = scale, name, recompute
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grad_out):
+        u, w, b, *rest = ctx.saved_tensors
+        L = u.shape[-3]
+        S, kept = rest[:L], rest[L:]
+        saves_output, vjp = _ACTIVATION_VJP[ctx.name]
+        grads = {"u": [], "w": [], "b": []}
+        g = grad_out[L - 1] if grad_out[L - 1] is not None else torch.zeros_like(S[0])
+        for l in reversed(range(L)):
+            if ctx.recompute:
+                h, saved = _layer_activation(S[l], w, b, l, ctx.name)
+            else:
+                saved = kept[l]
+                h = saved if saves_output else ACTIVATION_FUNCTIONS[ctx.name](saved)
+            gs = g * ctx.scale
+            dZ = vjp(gs @ u.select(-3, l).transpose(-1, -2), saved)
+            grads["u"].append(h.transpose(-1, -2) @ gs)
+            grads["w"].append(dZ.transpose(-1, -2) @ S[l])
+            grads["b"].append(dZ.sum(-2))
+            g = _addmm(g, dZ, w.select(-3, l))
+            if l > 0 and grad_out[l - 1] is not None:  # a gradient that enters at state l directly
+                g = g + grad_out[l - 1]
+        gu, gw = (torch.stack(grads[k][::-1], -3) for k in ("u", "w"))
+        gb = torch.stack(grads["b"][::-1], -2)
+        return g, gu, gw, gb, None, None, None
+
+
+def euler_flow(X0: Tensor, u: Tensor, w: Tensor, b: Tensor, name: str, backprop: str = "fused") -> List[Tensor]:
+    """States [X_0, .., X_L] of the Euler ResNet, X_{l+1} = X_l + 1/(L M) sum_m u_m sigma(w_m . X_l + b_m).
+
+    One network: X0: (N, d); u, w: (L, M, d); b: (L, M); each state (N, d). R stacked networks: a
+    leading R on each, states (R, N, d). Each layer is two (batched) matmuls for all replicas and all
+    M particles, the bias inside the first. `backprop`: `fused` and `recompute` go through
+    `_FusedEuler` (one autograd node; `recompute` stores the states only), `autograd` records every
+    op. The forward is the same bits in all three.
+    """
+    scale = 1.0 / (u.shape[-3] * u.shape[-2])
+    if backprop != "autograd":
+        return [X0, *_FusedEuler.apply(X0, u, w, b, scale, name, backprop == "recompute")[: u.shape[-3]]]
+    sigma = ACTIVATION_FUNCTIONS[name]
+    states = [X0]
+    for l in range(u.shape[-3]):
+        states.append(_addmm(states[-1], sigma(_layer_preactivation(states[-1], w, b, l)), u.select(-3, l),
+                             alpha=scale))
+    return states
 
 
 def layer_boundaries(L: int, dtype=torch.float64, device=None) -> Tensor:
@@ -135,7 +251,7 @@ class MeanFieldResNet(nn.Module):
     def __init__(
         self, u: Tensor, w: Tensor, b: Tensor, activation_name: str, embedding: Tensor, readout: Tensor,
         integrator: str = "euler", substeps: int = 4, rtol: float = 1e-7, atol: float = 1e-9,
-        adjoint: bool = False,
+        adjoint: bool = False, backprop: str = "fused",
     ):
         super().__init__()
         self.u = nn.Parameter(u)
@@ -149,6 +265,7 @@ class MeanFieldResNet(nn.Module):
         self.substeps = substeps
         self.rtol, self.atol = rtol, atol
         self.adjoint = adjoint
+        self.backprop = backprop
         self._boundaries: Dict[tuple, Tensor] = {}
 
     @property
@@ -180,16 +297,9 @@ class MeanFieldResNet(nn.Module):
     def read(self, X: Tensor) -> Tensor:
         return X @ self.readout.T
 
-    def euler_states(self, X0: Tensor):
-        """The ResNet's states x_0 .. x_L, each (N, d): x_{l+1} = x_l + 1/(L M) sum_m phi(x_l, theta_{l,m})."""
-        states = [X0]
-        scale = 1.0 / (self.L * self.M)
-        x = X0
-        for l in range(self.L):
-            h = self.sigma(torch.addmm(self.b[l], x, self.w[l].T))
-            x = torch.addmm(x, h, self.u[l], alpha=scale)
-            states.append(x)
-        return states
+    def euler_states(self, X0: Tensor) -> Tensor:
+        """The ResNet's states x_0 .. x_L: (L + 1, N, d), x_{l+1} = x_l + 1/(L M) sum_m phi(x_l, theta_{l,m})."""
+        return torch.stack(euler_flow(X0, self.u, self.w, self.b, self.activation_name, self.backprop))
 
     def time_grid(self, dtype, device) -> Tensor:
         """Fixed rk4 grid: `substeps` steps per layer, containing every boundary exactly: (L k + 1,)."""
@@ -202,7 +312,7 @@ class MeanFieldResNet(nn.Module):
     def states(self, X0: Tensor) -> Tensor:
         """X at the layer boundaries s = 0, 1/L, .., 1: (L + 1, N, d), with the configured integrator."""
         if self.integrator == "euler" and not self.adjoint:
-            return torch.stack(self.euler_states(X0))
+            return self.euler_states(X0)
         bnd = self.boundaries(X0.dtype, X0.device)
         solve = odeint_adjoint if self.adjoint else odeint
         extra = {"adjoint_params": tuple(self.parameters())} if self.adjoint else {}
@@ -218,7 +328,7 @@ class MeanFieldResNet(nn.Module):
     def flow(self, X0: Tensor) -> Tensor:
         """X(1) from X(0): (N, d) -> (N, d)."""
         if self.integrator == "euler" and not self.adjoint:
-            return self.euler_states(X0)[-1]
+            return euler_flow(X0, self.u, self.w, self.b, self.activation_name, self.backprop)[-1]
         return self.states(X0)[-1]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -246,6 +356,7 @@ class MeanFieldResNet(nn.Module):
             "rtol": self.rtol,
             "atol": self.atol,
             "adjoint": self.adjoint,
+            "backprop": self.backprop,
         }
 
 
@@ -258,7 +369,7 @@ def build_model(cfg, d_in: int, d_out: int) -> MeanFieldResNet:
         p["u"], p["w"], p["b"], m.activation,
         embedding_matrix(m.embedding, m.d, d_in, cfg.seed, dtype),
         readout_matrix(m.readout, m.d, d_out, cfg.seed, dtype),
-        integrator=m.integrator, substeps=m.substeps, rtol=m.rtol, atol=m.atol, adjoint=m.adjoint,
+        integrator=m.integrator, substeps=m.substeps, rtol=m.rtol, atol=m.atol, adjoint=m.adjoint, backprop=m.backprop,
     )
 
 
@@ -268,7 +379,7 @@ def model_from_particles(particles: Dict[str, Tensor], meta: dict) -> MeanFieldR
         particles["u"].clone(), particles["w"].clone(), particles["b"].clone(), meta["activation"],
         meta["embedding"], meta["readout"], integrator=meta.get("integrator", "euler"),
         substeps=meta.get("substeps", 4), rtol=meta.get("rtol", 1e-7), atol=meta.get("atol", 1e-9),
-        adjoint=meta.get("adjoint", False),
+        adjoint=meta.get("adjoint", False), backprop=meta.get("backprop", "fused"),
     )
 
 
@@ -292,7 +403,7 @@ class ReplicatedResNet(nn.Module):
         self.register_buffer("embedding", torch.stack([n.embedding for n in nets]))
         self.register_buffer("readout", torch.stack([n.readout for n in nets]))
         self.activation_name = first.activation_name
-        self.sigma = activation(first.activation_name)
+        self.backprop = first.backprop
 
     @property
     def R(self) -> int:
@@ -308,11 +419,8 @@ class ReplicatedResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (R, N, d_in) -> (R, N, d_out)."""
-        X = x @ self.embedding.transpose(1, 2)
-        scale = 1.0 / (self.L * self.M)
-        for l in range(self.L):
-            H = self.sigma(torch.baddbmm(self.b[:, l, None, :], X, self.w[:, l].transpose(1, 2)))
-            X = torch.baddbmm(X, H, self.u[:, l], alpha=scale)
+        X = euler_flow(x @ self.embedding.transpose(1, 2), self.u, self.w, self.b, self.activation_name,
+                       self.backprop)[-1]
         return X @ self.readout.transpose(1, 2)
 
     def risks(self, x: Tensor, y: Tensor) -> Tensor:
@@ -322,4 +430,4 @@ class ReplicatedResNet(nn.Module):
     def replica(self, r: int) -> MeanFieldResNet:
         """Replica r as a MeanFieldResNet sharing this module's storage (detached: for diagnostics)."""
         return MeanFieldResNet(self.u.detach()[r], self.w.detach()[r], self.b.detach()[r], self.activation_name,
-                               self.embedding[r], self.readout[r])
+                               self.embedding[r], self.readout[r], backprop=self.backprop)

@@ -5,14 +5,17 @@
 Rows:
   lightning_vs_plain   one full-batch step through Lightning (the framework's path) / a plain
                        PyTorch loop of the same model (zero_grad, risk, backward, SGD step)
-  step_vs_matmuls      the plain step / the same layer matmuls run bare (forward + backward shapes)
+  step_vs_matmuls      the plain step / the same layer matmuls run bare (forward + backward shapes), for
+                       each model.backprop: fused (the default), recompute, autograd (plain PyTorch)
+  activation_memory    bytes autograd keeps for backward, model.backprop=fused / recompute against autograd;
+                       on a GPU also the peak memory of the whole step (peak_memory)
   diagnostics_on_off   the default job with its default diagnostics / without the diagnostics callback
   compiled_vs_eager    the plain step with torch.compile (CPU: default, GPU: reduce-overhead = CUDA graphs) /
                        the eager step (trainer.compile)
   integrators          Euler / rk4 / dopri5 / rk4+adjoint: step time and activation memory (bytes of
                        tensors autograd saves), each against Euler
-  replicas_vs_seq      R networks stepped together (ReplicatedResNet) / R plain networks stepped one after
-                       another (R = 4, 16); as throughput ratio, higher is better
+  replicas_vs_seq      R networks stepped together (ReplicatedResNet) / R networks stepped one after another,
+                       both through the framework's Lightning step (R = 4, 16); throughput ratio, higher is better
   sweep_vectorized     a 16-seed sweep end to end (start-up, diagnostics, logging, files): sequential jobs /
                        one vectorized job (wall time ratio, higher is better)
 """
@@ -35,16 +38,19 @@ from cotresnet.callbacks import FlowDiagnostics  # noqa: E402
 from cotresnet.model import (  # noqa: E402
     MeanFieldResNet, ReplicatedResNet, embedding_matrix, init_particles, readout_matrix,
 )
+from cotresnet.data import Dataset, stack_datasets  # noqa: E402
+from cotresnet.memory import saved_tensor_bytes  # noqa: E402
 from cotresnet.module import COTFlowModule, FlowDataModule, learning_rate  # noqa: E402
-from cotresnet.data import Dataset  # noqa: E402
+
+BACKPROPS = ("fused", "recompute", "autograd")
 
 
-def make(N, d, L, M, device, integrator="euler", adjoint=False, dtype=torch.float32, seed=0):
+def make(N, d, L, M, device, integrator="euler", adjoint=False, dtype=torch.float32, seed=0, backprop="fused"):
     d_in = d_out = max(1, d // 2)
     p = init_particles(L, M, d, "iid", 1.0, 1.0, 1.0, seed, dtype)
     net = MeanFieldResNet(p["u"], p["w"], p["b"], "tanh", embedding_matrix("pad", d, d_in, 0, dtype),
                           readout_matrix("first", d, d_out, 0, dtype), integrator=integrator, substeps=2,
-                          adjoint=adjoint, rtol=1e-5, atol=1e-7).to(device)
+                          adjoint=adjoint, rtol=1e-5, atol=1e-7, backprop=backprop).to(device)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(N, d_in, generator=g, dtype=dtype)
     y = torch.tanh(x[:, :d_out] * 2)
@@ -103,11 +109,13 @@ class _StepTimer:
 
 
 def fit(net, ds, steps, device, callbacks=(), warmup=5):
-    """(seconds per step after warm-up, wall seconds of the whole fit, CPU seconds of the whole fit)."""
+    """(seconds per step after warm-up, wall seconds of the whole fit, CPU seconds of the whole fit).
+    `net` may be a ReplicatedResNet, with `ds` its stacked datasets."""
     import lightning as pl
 
     timer = _StepTimer(warmup)
-    module = COTFlowModule(copy.deepcopy(net), 0.01, "mean_field")
+    dt = [0.01] * net.R if isinstance(net, ReplicatedResNet) else 0.01
+    module = COTFlowModule(copy.deepcopy(net), dt, "mean_field")
     trainer = pl.Trainer(max_steps=warmup + steps, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                          logger=False, callbacks=[timer.callback, *callbacks], enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
@@ -134,17 +142,28 @@ def time_matmuls(N, d, L, M, device, steps, dtype=torch.float32):
 
 
 def time_replicas(nets, ds, steps, device, warmup=3):
-    """Seconds per step of all R networks: stacked in one ReplicatedResNet, and one after another."""
-    R = len(nets)
-    x = ds.x_train.to(device).expand(R, *ds.x_train.shape).contiguous()
-    y = ds.y_train.to(device).expand(R, *ds.y_train.shape).contiguous()
+    """Seconds per framework step of all R networks: stacked in one ReplicatedResNet, and one after another."""
+    stacked = ReplicatedResNet(nets).to(device), stack_datasets([ds] * len(nets))
+
     def together():
-        return time_sgd(ReplicatedResNet(nets).to(device), lambda n: n.risks(x, y).sum(), steps, device, warmup)
+        return fit(*stacked, steps, device, warmup=warmup)[0]
 
     def sequential():
-        return sum(time_plain(n.to(device), ds, steps, device, warmup) for n in nets)
+        return sum(fit(n.to(device), ds, steps, device, warmup=warmup)[0] for n in nets)
 
     return together, sequential
+
+
+def peak_step_memory(net, ds, device) -> int:
+    """Peak bytes a GPU allocates during one step (risk, backward), above what was allocated before."""
+    x, y = ds.x_train.to(device), ds.y_train.to(device)
+    net.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    net.risk(x, y).backward()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
 
 
 def time_sweep(vectorized: bool, seeds: int = 16, steps: int = 200) -> float:
@@ -172,18 +191,8 @@ def interleaved_best(fns, repeats):
 
 
 def activation_bytes(net, ds, device):
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
     x, y = ds.x_train.to(device), ds.y_train.to(device)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        risk = net.risk(x, y)
-    risk.backward()
-    return total
+    return saved_tensor_bytes(lambda: net.risk(x, y), exclude=[*net.parameters(), *net.buffers(), x, y])
 
 
 def main(argv=None):
@@ -201,22 +210,37 @@ def main(argv=None):
     def row(name, size, value, base, unit="s/step", **extra):
         r = {"row": name, "size": size, "value": value, "baseline": base, "ratio": value / base, "unit": unit, **extra}
         rows.append(r)
-        print(f"{name:34s} {size:28s} {value:12.4g} {base:12.4g} {r['ratio']:8.3f}", flush=True)
+        print(f"{name:42s} {size:28s} {value:12.4g} {base:12.4g} {r['ratio']:8.3f}", flush=True)
 
     print(f"device: {device} ({torch.cuda.get_device_name(0) if args.gpu else f'{torch.get_num_threads()} CPU threads'})")
-    print(f"{'row':34s} {'(N, d, L, M)':28s} {'value':>12s} {'baseline':>12s} {'ratio':>8s}")
+    print(f"{'row':42s} {'(N, d, L, M)':28s} {'value':>12s} {'baseline':>12s} {'ratio':>8s}")
     sizes = [(256, 8, 16, 128), (4096, 32, 64, 256)] if not args.gpu else [(1024, 16, 16, 128), (8192, 64, 64, 1024)]
     for N, d, L, M in sizes:
         steps = n if N * L * M < 1e8 else max(5, n // 20)
-        net, ds = make(N, d, L, M, device)
+        size = str((N, d, L, M))
+        repeats = 2 if args.quick or N > 1000 else 5
+        nets = {bp: make(N, d, L, M, device, backprop=bp)[0] for bp in BACKPROPS}
+        net, ds = nets["fused"], make(N, d, L, M, device)[1]
         plain, lit = interleaved_best([lambda: time_plain(net, ds, steps, device),
-                                       lambda: fit(net, ds, steps, device)[0]], 2 if args.quick or N > 1000 else 5)
-        row("lightning_vs_plain", str((N, d, L, M)), lit, plain)
-        row("step_vs_matmuls", str((N, d, L, M)), plain, time_matmuls(N, d, L, M, device, steps))
+                                       lambda: fit(net, ds, steps, device)[0]], repeats)
+        row("lightning_vs_plain", size, lit, plain)
+        times = interleaved_best([lambda bp=bp: time_plain(nets[bp], ds, steps, device) for bp in BACKPROPS]
+                                 + [lambda: time_matmuls(N, d, L, M, device, steps)], repeats)
+        for bp, t in zip(BACKPROPS, times):
+            row(f"step_vs_matmuls ({bp})", size, t, times[-1])
+        kept = {bp: activation_bytes(nets[bp], ds, device) for bp in BACKPROPS}
+        for bp in BACKPROPS[:-1]:
+            row(f"activation_memory ({bp} vs autograd)", size, kept[bp], kept["autograd"], unit="bytes")
+            if args.gpu:
+                row(f"peak_memory ({bp} vs autograd)", size, peak_step_memory(nets[bp], ds, device),
+                    peak_step_memory(nets["autograd"], ds, device), unit="bytes")
         if N * L * M < 1e8:  # the small model: launch overhead is what compiling removes
             mode = "reduce-overhead" if args.gpu else "default"
             compiled = time_plain(net, ds, steps, device, warmup=5, compile_mode=mode)
-            row(f"compiled_vs_eager ({mode})", str((N, d, L, M)), compiled, plain)
+            row(f"compiled_vs_eager ({mode})", size, compiled, plain)
+        elif args.gpu:  # the large model: inductor fuses what eager runs as separate elementwise passes
+            compiled = time_plain(net, ds, steps, device, warmup=3, compile_mode="default")
+            row("step_vs_matmuls (fused, compiled)", size, compiled, times[-1])
 
     # the default job: 256 teacher samples, L=16, M=128, default cadences, 1500 steps
     from cotresnet.train import check_config, compose_config
