@@ -49,16 +49,26 @@ class COTFlowModule(pl.LightningModule):
         risk = net.risks if self.replicated else net.risk
         # the full batch has static shapes: one compiled graph (CUDA graphs with reduce-overhead)
         self.risk_fn = risk if compile == "none" else torch.compile(risk, mode=compile)
+        self.cuda_graphs = compile == "reduce-overhead"
+
+    def __setattr__(self, name, value):
+        # Lightning sets _current_fx_name (a str) around each of the ~12 hooks of every step; nn.Module's
+        # __setattr__ checks parameters, buffers and submodules first, which is most of Lightning's
+        # per-step cost on small models. A str is none of those.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        if not self.replicated:
-            risk = self.risk_fn(x, y)
-            self.last_risk = risk.detach()
-            return risk
+        if self.cuda_graphs:
+            # each step is a new replay: its outputs may overwrite the previous step's
+            torch.compiler.cudagraph_mark_step_begin()
         risks = self.risk_fn(x, y)
-        self.last_risk = risks.detach()
-        return (self.loss_weights * risks).sum()
+        # a copy: a graph replay reuses its output buffers, and callbacks read this after backward
+        self.last_risk = risks.detach().clone()
+        return (self.loss_weights * risks).sum() if self.replicated else risks
 
     def replica_net(self, replica: Optional[int] = None) -> MeanFieldResNet:
         """The network, or replica r of a ReplicatedResNet (sharing storage, detached)."""

@@ -74,6 +74,8 @@ def time_sgd(net, loss, steps, device, warmup=5, compile_mode=None):
         if i == warmup:
             sync(device)
             t0 = time.perf_counter()
+        if compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=True)
         loss(net).backward()
         opt.step()
@@ -241,6 +243,11 @@ def main(argv=None):
         elif args.gpu:  # the large model: inductor fuses what eager runs as separate elementwise passes
             compiled = time_plain(net, ds, steps, device, warmup=3, compile_mode="default")
             row("step_vs_matmuls (fused, compiled)", size, compiled, times[-1])
+            torch.set_float32_matmul_precision("high")  # trainer=gpu's default: TF32 matmuls
+            tf32 = interleaved_best([lambda: time_plain(net, ds, steps, device),
+                                     lambda: time_matmuls(N, d, L, M, device, steps)], repeats)
+            torch.set_float32_matmul_precision("highest")
+            row("step_vs_matmuls (fused, TF32)", size, *tf32)
 
     # the default job: 256 teacher samples, L=16, M=128, default cadences, 1500 steps
     from cotresnet.train import check_config, compose_config

@@ -31,7 +31,8 @@ def cli(args, cwd, env=None, timeout=300):
 
 
 @pytest.mark.parametrize("overrides", [[], ["optim.parameterization=standard"], ["optim.batch_size=5"],
-                                       ["trainer.compile=default"]])
+                                       ["model.backprop=recompute"], ["trainer.compile=default"],
+                                       ["trainer.compile=reduce-overhead"]])
 def test_lightning_training_equals_plain_gradient_descent(tmp_path, overrides):
     cfg = compose_config(SMALL + ["model.dtype=float64", "trainer.max_steps=7", "callbacks.kernel_every=0",
                                   "callbacks.ot_every=0", "optim.dt=0.05"] + overrides)
@@ -39,6 +40,7 @@ def test_lightning_training_equals_plain_gradient_descent(tmp_path, overrides):
     train(cfg, ds, tmp_path)
     final = torch.load(tmp_path / "particles.pt", weights_only=True)["final"]
     net = build_model(cfg, ds.d_in, ds.d_out)
+    net.backprop = "autograd"  # the reference is plain PyTorch
     opt = torch.optim.SGD(net.parameters(), lr=learning_rate(0.05, 3, 8, cfg.optim.parameterization))
     from cotresnet.data import Minibatches, RepeatBatch
     batches = (RepeatBatch((ds.x_train, ds.y_train), 7) if cfg.optim.batch_size is None
