@@ -201,6 +201,11 @@ def validate(cfg) -> None:
             "model.adjoint=true needs an ODE integrator: set model.integrator to rk4 or dopri5 "
             "(with euler the network is the ResNet itself and backprop is exact)"
         )
+    if m.backprop == "recompute" and m.integrator != "euler":
+        raise ConfigError(
+            f"model.backprop=recompute applies to model.integrator=euler (got {m.integrator}); for ODE "
+            "integrators set model.adjoint=true, whose memory does not grow with depth"
+        )
     _choice("model.embedding", m.embedding, EMBEDDINGS)
     _choice("model.readout", m.readout, READOUTS)
     _choice("model.dtype", m.dtype, DTYPES)

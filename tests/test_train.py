@@ -141,6 +141,8 @@ BAD = [
     (["callbacks.n_probe=100000"], "callbacks.n_probe"),
     (["data.name=file", "data.path=/nonexistent/data.pt"], "data.path"),
     (["model.adjoint=true"], "model.adjoint"),
+    (["model.backprop=checkpoint"], "model.backprop"),
+    (["model.integrator=rk4", "model.backprop=recompute"], "model.backprop"),
 ]
 
 
