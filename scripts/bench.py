@@ -11,7 +11,8 @@ Rows:
                        on a GPU also the peak memory of the whole step (peak_memory)
   diagnostics_on_off   the default job with its default diagnostics / without the diagnostics callback
   compiled_vs_eager    the plain step with torch.compile (CPU: default, GPU: reduce-overhead = CUDA graphs) /
-                       the eager step (trainer.compile)
+                       the eager plain step; framework_compiled_vs_eager: the Lightning step with that
+                       trainer.compile / the same eager plain step
   integrators          Euler / rk4 / dopri5 / rk4+adjoint: step time and activation memory (bytes of
                        tensors autograd saves), each against Euler
   replicas_vs_seq      R networks stepped together (ReplicatedResNet) / R networks stepped one after another,
@@ -110,14 +111,14 @@ class _StepTimer:
         self.callback = CB()
 
 
-def fit(net, ds, steps, device, callbacks=(), warmup=5):
+def fit(net, ds, steps, device, callbacks=(), warmup=5, compile="none"):
     """(seconds per step after warm-up, wall seconds of the whole fit, CPU seconds of the whole fit).
-    `net` may be a ReplicatedResNet, with `ds` its stacked datasets."""
+    `net` may be a ReplicatedResNet, with `ds` its stacked datasets; `compile` is trainer.compile."""
     import lightning as pl
 
     timer = _StepTimer(warmup)
     dt = [0.01] * net.R if isinstance(net, ReplicatedResNet) else 0.01
-    module = COTFlowModule(copy.deepcopy(net), dt, "mean_field")
+    module = COTFlowModule(copy.deepcopy(net), dt, "mean_field", compile)
     trainer = pl.Trainer(max_steps=warmup + steps, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                          logger=False, callbacks=[timer.callback, *callbacks], enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
@@ -241,6 +242,7 @@ def main(argv=None):
             mode = "reduce-overhead" if args.gpu else "default"
             compiled = time_plain(net, ds, steps, device, warmup=5, compile_mode=mode)
             row(f"compiled_vs_eager ({mode})", size, compiled, plain)
+            row(f"framework_compiled_vs_eager ({mode})", size, fit(net, ds, steps, device, compile=mode)[0], plain)
         elif args.gpu:  # the large model: inductor fuses what eager runs as separate elementwise passes
             compiled = time_plain(net, ds, steps, device, warmup=3, compile_mode="default")
             row("step_vs_matmuls (fused, compiled)", size, compiled, times[-1])
