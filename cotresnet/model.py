@@ -242,7 +242,23 @@ class _LayerField(nn.Module):
         return self.net.field(l, x)
 
 
-class MeanFieldResNet(nn.Module):
+class _ParticleDims:
+    """L, M, d of the particles u: ([R,] L, M, d), for one network or stacked replicas."""
+
+    @property
+    def L(self) -> int:
+        return self.u.shape[-3]
+
+    @property
+    def M(self) -> int:
+        return self.u.shape[-2]
+
+    @property
+    def d(self) -> int:
+        return self.u.shape[-1]
+
+
+class MeanFieldResNet(_ParticleDims, nn.Module):
     """X(0) = E x, dX/ds = F_{l(s)}(X), output R X(1).
 
     Parameters u, w: (L, M, d), b: (L, M). Buffers embedding: (d, d_in), readout: (d_out, d).
@@ -267,18 +283,6 @@ class MeanFieldResNet(nn.Module):
         self.adjoint = adjoint
         self.backprop = backprop
         self._boundaries: Dict[tuple, Tensor] = {}
-
-    @property
-    def L(self) -> int:
-        return self.u.shape[0]
-
-    @property
-    def M(self) -> int:
-        return self.u.shape[1]
-
-    @property
-    def d(self) -> int:
-        return self.u.shape[2]
 
     def boundaries(self, dtype, device) -> Tensor:
         key = (dtype, device)
@@ -383,7 +387,7 @@ def model_from_particles(particles: Dict[str, Tensor], meta: dict) -> MeanFieldR
     )
 
 
-class ReplicatedResNet(nn.Module):
+class ReplicatedResNet(_ParticleDims, nn.Module):
     """R Euler ResNets of one shape stepped together (a vectorized sweep over seeds, scales, dt, data).
 
     Parameters u, w: (R, L, M, d), b: (R, L, M); buffers embedding: (R, d, d_in), readout: (R, d_out, d).
@@ -408,14 +412,6 @@ class ReplicatedResNet(nn.Module):
     @property
     def R(self) -> int:
         return self.u.shape[0]
-
-    @property
-    def L(self) -> int:
-        return self.u.shape[1]
-
-    @property
-    def M(self) -> int:
-        return self.u.shape[2]
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (R, N, d_in) -> (R, N, d_out)."""
