@@ -68,11 +68,11 @@ _ACTIVATION_VJP = {
 }
 
 
-def _addmm(C: Tensor, A: Tensor, B: Tensor, alpha: float = 1.0, out=None) -> Tensor:
+def _addmm(C: Tensor, A: Tensor, B: Tensor, alpha: float = 1.0) -> Tensor:
     """C + alpha A B for one network (2-D) or R stacked ones (3-D, batched matmul)."""
     if A.dim() == 2:
-        return torch.addmm(C, A, B, alpha=alpha, out=out)
-    return torch.baddbmm(C, A, B, alpha=alpha, out=out)
+        return torch.addmm(C, A, B, alpha=alpha)
+    return torch.baddbmm(C, A, B, alpha=alpha)
 
 
 def _layer_preactivation(X: Tensor, w: Tensor, b: Tensor, l: int) -> Tensor:
@@ -292,8 +292,7 @@ class MeanFieldResNet(_ParticleDims, nn.Module):
 
     def field(self, l: int, x: Tensor) -> Tensor:
         """F_l(x) = (1/M) sum_m u_m sigma(w_m . x + b_m). x: (N, d) -> (N, d); one matmul for all M."""
-        h = self.sigma(torch.addmm(self.b[l], x, self.w[l].T))
-        return (h @ self.u[l]) / self.M
+        return (self.sigma(_layer_preactivation(x, self.w, self.b, l)) @ self.u[l]) / self.M
 
     def embed(self, x: Tensor) -> Tensor:
         return x @ self.embedding.T

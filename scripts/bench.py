@@ -223,8 +223,9 @@ def main(argv=None):
         size = str((N, d, L, M))
         # many short interleaved rounds: this shared machine's load drifts within seconds
         repeats = 2 if args.quick or N > 1000 else 9
-        nets = {bp: make(N, d, L, M, device, backprop=bp)[0] for bp in BACKPROPS}
-        net, ds = nets["fused"], make(N, d, L, M, device)[1]
+        made = {bp: make(N, d, L, M, device, backprop=bp) for bp in BACKPROPS}
+        nets = {bp: net for bp, (net, _) in made.items()}
+        net, ds = made["fused"]
         plain, lit = interleaved_best([lambda: time_plain(net, ds, steps, device),
                                        lambda: fit(net, ds, steps, device)[0]], repeats)
         row("lightning_vs_plain", size, lit, plain)
