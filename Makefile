@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch that lies on this disk; other pins can pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install slurm-deps train test bench bench-gpu clean
+.PHONY: install slurm-deps train test test-all bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/cotresnet-train $(ARGS)
 
-test: $(STAMP) slurm-deps
-	$(BIN)/python -m pytest -q $(ARGS)
+# The fast set (everything not marked slow), two workers of one thread each: about 2 minutes.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
+
+# Everything, SLURM included (what .ci/run calls).
+test-all: $(STAMP) slurm-deps
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 # The SLURM tests run a one-node cluster from Debian's slurm-wlm and munge. Installed when we are
 # root with apt-get; elsewhere those tests skip and say why.

@@ -2,23 +2,34 @@
 from __future__ import annotations
 
 import io
-import json
-import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import torch
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux exposes it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, rename: a reader (or a crash) sees
-    the old complete file or the new complete file, never a torn one."""
+    the old complete file or the new complete file, never a torn one. The file gets the permissions
+    an ordinary open() would give (0666 less the umask), not mkstemp's owner-only 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -30,35 +41,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o)}")
-
-
-def finite_or_none(v: Optional[float]):
-    """JSON has no NaN/inf: non-finite values become null (summary.json stays parseable everywhere)."""
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
 def load_trusted(path: Path) -> Any:
     """torch.load with weights_only=True: tensors and plain containers only, no code execution."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a cotresnet file that loads safely (weights_only=True): {e}") from e
+        reason = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise ValueError(f"{path} does not load safely (torch.load, weights_only=True): "
+                         f"{reason[:240]}{'...' if len(reason) > 240 else ''}") from e

@@ -1,241 +1,174 @@
-"""Callbacks: they schedule the pure diagnostics of `diagnostics.py` and log them; nothing else.
+"""Callbacks schedule the pure diagnostics of `diagnostics.py` and log them; the flow's state and its
+stop rule live in `flow.FlowRecord`. Nothing here decides or measures on its own.
 
-Row semantics: the row of step k describes the particles theta_k before the k-th update
-(risk_train is the risk the k-th step differentiates). A last row at step = steps taken describes
-the final particles.
+Row semantics: the row of step k describes the particles theta_k before the k-th update (risk_train
+is the risk the k-th step differentiates). A last row at step = steps taken describes the final particles.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import List, Optional
 
 import lightning as pl
 import torch
 
 from . import diagnostics as D
-from .data import Dataset
+from .flow import FlowRecord
 
 
 class DivergenceError(RuntimeError):
     """A non-finite risk or gradient with trainer.fail_on_divergence=true."""
 
 
-class FlowDiagnostics(pl.Callback):
-    """Every step (cheap, from the gradients the step already has): G, P-L ratio, flow fidelity,
-    path length, divergence and convergence checks. Every `log_every` steps: a row with test metrics.
-    Every `kernel_every` / `ot_every` steps: tangent and feature kernels / exact W_COT to mu_0."""
+@dataclass
+class Cadence:
+    """Steps between rows, kernel evaluations and distances (0: never); the kernels' sample count."""
 
-    def __init__(self, data: Dataset, n_probe: int, log_every: int, kernel_every: int, ot_every: int,
-                 converge_ratio: float = 0.0, fail_on_divergence: bool = False, replica: Optional[int] = None,
-                 loggers: Optional[list] = None):
+    log_every: int
+    kernel_every: int
+    ot_every: int
+    n_kernel: int
+    fail_on_divergence: bool = False
+    full_batch_rows: bool = False  # minibatch SGD: rows are recomputed on the whole training set
+
+
+class FlowDiagnostics(pl.Callback):
+    """Every step: (risk, G) of the step's particles into the record (the step's own gradients under
+    full-batch training; the whole training set under minibatch SGD, whose rows describe the flow's risk).
+    Every `log_every` steps a row with test metrics, kernels and distances when due."""
+
+    def __init__(self, record: FlowRecord, data, cadence: Cadence, loggers: list, spectrum=None,
+                 replica: Optional[int] = None):
         super().__init__()
-        self.replica = replica  # index in a ReplicatedResNet, or None for a plain network
-        self.loggers = loggers  # None: the trainer's loggers
-        self.data = data
-        self.n_probe = min(n_probe, data.x_train.shape[0])
-        self.log_every, self.kernel_every, self.ot_every = log_every, kernel_every, ot_every
-        self.converge_ratio = converge_ratio
-        self.fail_on_divergence = fail_on_divergence
-        self.state: Dict[str, object] = {
-            "risk0": None, "fidelity_integral": 0.0, "path_length": 0.0, "lambda0": None, "risk_probe0": None,
-            "certified_radius": None, "c0": None, "inside_certified_region": True, "init": None,
-            "min_pl_ratio": math.inf, "status": "max_steps", "diverged_at": None, "last_finite": {},
-            "last_step": None, "stopped_at": None,
-        }
-        self.lambda_layers_init = None
-        self.lambda_layers_final = None
+        self.record, self.data, self.cadence = record, data, cadence
+        self.loggers, self.spectrum, self.replica = loggers, spectrum, replica
 
     @property
     def state_key(self) -> str:
         return f"FlowDiagnostics[{self.replica}]" if self.replica is not None else "FlowDiagnostics"
 
-    @property
-    def done(self) -> bool:
-        return self.state["stopped_at"] is not None or self.state["status"] == "diverged"
+    def on_fit_start(self, trainer, pl_module):
+        if self.record.init is None:
+            self.record.init = pl_module.replica_net(self.replica).particles()
 
-    # -- helpers ------------------------------------------------------------------------------
-    def _probe(self, device, dtype):
-        return self.data.x_train[: self.n_probe].to(device, dtype), self.data.y_train[: self.n_probe].to(device, dtype)
+    def _train(self, device):
+        return self.data.x_train.to(device), self.data.y_train.to(device)
 
-    def _kernel_metrics(self, net, device) -> Dict[str, float]:
-        x, y = self._probe(device, torch.float64)
-        kd = D.kernel_diagnostics(net, x, y)
-        layers = kd.pop("lambda_min_feature_layers")
-        s = self.state
-        if s["lambda0"] is None:
-            s["lambda0"], s["risk_probe0"] = kd["lambda_min_tangent"], kd["risk_probe"]
-            s.update(D.certificate(kd["risk_probe"], kd["lambda_min_tangent"], self.n_probe))
-            self.lambda_layers_init = layers
-        self.lambda_layers_final = layers
-        if s["lambda0"] > 0:
-            kd["lambda_ratio"] = kd["lambda_min_tangent"] / s["lambda0"]
-            if kd["lambda_ratio"] < 0.5:
-                s["inside_certified_region"] = False
-        return kd
-
-    def _ot_metrics(self, net) -> Dict[str, float]:
-        now, init = net.particles(), self.state["init"]
-        return {"cot_dist_init": D.cot_distance(now, init), "cot_dist_init_upper": D.cot_distance_upper(now, init),
-                "cot_dist_init_lower": D.cot_distance_lower(now, init)}
-
-    def _row(self, net, dt: float, step: int, risk: float, G: float) -> Dict[str, float]:
-        s = self.state
-        row = {"step": step, "flow_time": step * dt, "risk_train": risk, "grad_norm2": G,
-               "pl_ratio": G / risk if risk > 0 else math.nan,
-               "risk_predicted": D.fidelity_prediction(s["risk0"], s["fidelity_integral"]),
-               "path_length": s["path_length"]}
-        if s["certified_radius"] is not None and math.isfinite(s["certified_radius"]):
-            row["path_over_radius"] = s["path_length"] / s["certified_radius"]
-            if row["path_over_radius"] >= 1.0:
-                s["inside_certified_region"] = False
-        row.update(D.evaluate(net, self.data.x_test.to(net.u.device), self.data.y_test.to(net.u.device),
-                              self.data.classification, "test"))
+    def _row(self, net, row: dict, final: bool = False) -> dict:
+        """Complete a step's row: test metrics; kernels and distances when due (or switched on, `final`)."""
+        step, c, device = row["step"], self.cadence, net.u.device
+        row.update(D.evaluate(net, self.data.x_test, self.data.y_test, self.data.classification, "test"))
         if self.data.classification:
-            row.update(D.evaluate(net, self.data.x_train.to(net.u.device), self.data.y_train.to(net.u.device),
-                                  True, "train"))
-        if self.kernel_every and step % self.kernel_every == 0:
-            row.update(self._kernel_metrics(net, net.u.device))
-        if self.ot_every and step % self.ot_every == 0:
-            row.update(self._ot_metrics(net))
-        return row
+            row.update(D.evaluate(net, self.data.x_train, self.data.y_train, True, "train"))
+        if c.kernel_every and (final or step % c.kernel_every == 0):
+            x, y = self._train(device)
+            kd = D.kernel_diagnostics(net, x[: c.n_kernel], y[: c.n_kernel])
+            row.update(self.record.kernels(kd, self.data.n_train))
+            if self.spectrum is not None:
+                for decade, count, share in kd.spectrum.decades + [("unresolved", *kd.spectrum.unresolved)]:
+                    self.spectrum.append({"step": step, "flow_time": row["flow_time"], "decade": decade,
+                                          "eigenvalues": count, "residual_share": share})
+        if c.ot_every and (final or step % c.ot_every == 0):
+            row.update(D.distances(net.particles(), self.record.init))
+        return self.record.log_row(row)
 
-    def _log(self, trainer, row: Dict[str, float]) -> None:
-        for lg in trainer.loggers if self.loggers is None else self.loggers:
+    def _log(self, row: dict) -> None:
+        for lg in self.loggers:
             lg.log_metrics(row, step=int(row["step"]))
 
-    # -- hooks ------------------------------------------------------------------------------------
-    def on_fit_start(self, trainer, pl_module):
-        if self.state["init"] is None:
-            self.state["init"] = pl_module.replica_net(self.replica).particles()
-
-    def _stop(self, trainer) -> None:
-        """This network (replica) is done: later steps leave it alone; the run ends when all are done."""
-        everyone = [cb for cb in trainer.callbacks if isinstance(cb, FlowDiagnostics)]
-        if all(cb.done for cb in everyone):
-            trainer.should_stop = True
-
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        s = self.state
-        if self.done:
+        if self.record.done:
             pl_module.zero_replica_grads(self.replica)
             return
         v = pl_module.view(self.replica)
-        net, step = v.net, trainer.global_step
-        risk, G = v.risk.item(), D.grad_norm2(v.grads, net.L, net.M).item()
-        if not (math.isfinite(risk) and math.isfinite(G)):
-            self._diverge(trainer, pl_module, v, step, risk, G)
+        step = trainer.global_step
+        G_step = D.grad_norm2(v.grads, v.net.L, v.net.M).item()
+        risk, G = v.risk.item(), G_step
+        if self.cadence.full_batch_rows and math.isfinite(G_step):
+            risk, G = D.risk_and_grad_norm2(v.net, *self._train(v.net.u.device))
+        # the step moves theta by lr * grad: its COT length is lr sqrt(sum |grad|^2 / (L M))
+        row = self.record.step(step, risk, G, v.tau, v.lr * math.sqrt(max(G_step, 0.0)) / (v.net.L * v.net.M))
+        if row is None:
+            self._diverge(trainer, pl_module, step, risk, G)
             return
-        if s["risk0"] is None:
-            s["risk0"] = risk
-        if step % self.log_every == 0:
-            row = self._row(net, v.dt, step, risk, G)
-            s["last_finite"] = row
-            self._log(trainer, row)
-        else:
-            s["last_step"] = {"step": step, "flow_time": step * v.dt, "risk_train": risk, "grad_norm2": G,
-                              "pl_ratio": G / risk if risk > 0 else math.nan, "path_length": s["path_length"],
-                              "risk_predicted": D.fidelity_prediction(s["risk0"], s["fidelity_integral"])}
-        ratio = G / risk if risk > 0 else math.inf
-        s["min_pl_ratio"] = min(s["min_pl_ratio"], ratio)
-        s["fidelity_integral"] += v.dt * ratio
-        # the SGD step moves theta by lr * grad: its COT length is lr sqrt(sum |grad|^2 / (L M))
-        s["path_length"] += v.lr * math.sqrt(G) / (net.L * net.M)
-        if self.converge_ratio > 0 and risk <= self.converge_ratio * s["risk0"]:
-            s["status"], s["stopped_at"] = "converged", step + 1
+        if step % self.cadence.log_every == 0:
+            self._log(self._row(v.net, row))
+        if self.record.done:
             self._stop(trainer)
 
-    def _diverge(self, trainer, pl_module, v, step: int, risk: float, G: float):
-        s = self.state
-        s["status"], s["diverged_at"] = "diverged", step
-        if self.fail_on_divergence:
+    def _diverge(self, trainer, pl_module, step: int, risk: float, G: float) -> None:
+        if self.cadence.fail_on_divergence:
             raise DivergenceError(f"non-finite risk ({risk}) or gradient norm ({G}) at step {step}")
-        last = s["last_step"]
-        if last is not None and last["step"] > s["last_finite"].get("step", -1):
+        last = self.record.last_step_row
+        if last and last["step"] > self.record.last_row.get("step", -1):
             # the last finite step's cheap metrics as a row (its particles are gone: no kernels)
-            s["last_finite"] = last
-            self._log(trainer, last)
-        # make this step a no-op so the particles stay the last finite ones
-        pl_module.zero_replica_grads(self.replica)
+            self._log(self.record.log_row(dict(last)))
+        pl_module.zero_replica_grads(self.replica)  # this step is a no-op: the particles stay theta_k
         self._stop(trainer)
 
-    def on_train_end(self, trainer, pl_module):
-        """The final row: the particles after the last update (not for a diverged run)."""
-        if self.state["status"] == "diverged":
+    @staticmethod
+    def _stop(trainer) -> None:
+        """This flow is done: later steps leave it alone; the run ends when every flow is done."""
+        if all(cb.record.done for cb in trainer.callbacks if isinstance(cb, FlowDiagnostics)):
+            trainer.should_stop = True
+
+    def final_row(self, net, tau: float, steps: int) -> None:
+        """The row of the final particles (none for a diverged flow), with every diagnostic switched on."""
+        if self.record.status == "diverged":
             return
-        net = pl_module.replica_net(self.replica)
-        dt = pl_module.dts[self.replica or 0]
-        step = self.state["stopped_at"] or trainer.global_step
-        risk, G = D.risk_and_grad_norm2(net, self.data.x_train, self.data.y_train)
-        if not (math.isfinite(risk) and math.isfinite(G)):
-            self.state["status"], self.state["diverged_at"] = "diverged", step
-            return
-        row = self._row(net, dt, step, risk, G)
-        if self.kernel_every and "lambda_min_tangent" not in row:
-            row.update(self._kernel_metrics(net, net.u.device))
-        if self.ot_every and "cot_dist_init" not in row:
-            row.update(self._ot_metrics(net))
-        if self.converge_ratio > 0 and risk <= self.converge_ratio * self.state["risk0"]:
-            self.state["status"] = "converged"
-        self.state["last_finite"] = row
-        self._log(trainer, row)
+        risk, G = D.risk_and_grad_norm2(net, *self._train(net.u.device))
+        row = self.record.final(steps, risk, G, tau)
+        if row is not None:
+            self._log(self._row(net, row, final=True))
 
     def state_dict(self):
-        return {**self.state, "lambda_layers_init": self.lambda_layers_init,
-                "lambda_layers_final": self.lambda_layers_final}
+        return self.record.state_dict()
 
     def load_state_dict(self, state):
-        state = dict(state)
-        self.lambda_layers_init = state.pop("lambda_layers_init")
-        self.lambda_layers_final = state.pop("lambda_layers_final")
-        self.state.update(state)
+        converge_ratio = self.record.converge_ratio  # this run's, which may differ from the checkpoint's
+        self.record.load_state_dict(state)
+        self.record.reopen(converge_ratio)
 
 
-def rng_states() -> dict:
-    """torch, numpy and python RNG states as tensors and plain containers (loadable with weights_only)."""
-    import random
+class StopOnRequest(pl.Callback):
+    """Ends training after the current step when `requested` is set (SIGTERM, SIGINT, pre-emption)."""
 
-    import numpy as np
+    def __init__(self):
+        self.requested: Optional[int] = None  # the signal number
 
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)}}
-
-
-def set_rng_states(state: dict) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["gauss"]))
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.requested is not None:
+            trainer.should_stop = True
 
 
 class Checkpointer(pl.Callback):
-    """Writes <run dir>/checkpoints/last.ckpt (atomically) every `every` steps and when asked to
-    (`request()`, e.g. from a SLURM pre-emption signal): particles, optimizer, loops, the diagnostics'
-    accumulators, RNG states, and `extra` (the wandb run id, shapes)."""
+    """Writes <run dir>/checkpoints/last.ckpt (atomically) every `every` steps (0: never mid-run), when
+    asked to (`request()`, e.g. by a SLURM pre-emption signal), and at the end of training: particles,
+    optimizer, loops, every flow record, RNG states and `extra` (identity, wandb run ids)."""
 
     def __init__(self, path, every: int, extra: dict):
         super().__init__()
         self.path, self.every, self.extra = path, every, extra
-        self.pending = None  # a callable to run once a requested checkpoint is written
+        self.pending: List = []  # callables to run once a requested checkpoint is written
 
     def request(self, then=None) -> None:
-        self.pending = then or (lambda: None)
+        self.pending.append(then or (lambda: None))
 
-    def save(self, trainer) -> None:
+    def save(self, trainer, final: bool = False) -> None:
         from .atomic import atomic_torch_save
+        from .resume import rng_states
 
         ckpt = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        ckpt["cotresnet"] = {**self.extra, "rng": rng_states(), "global_step": trainer.global_step}
+        ckpt["cotresnet"] = {**self.extra, "rng": rng_states(), "global_step": trainer.global_step, "final": final}
         atomic_torch_save(ckpt, self.path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (self.every and trainer.global_step % self.every == 0) or self.pending is not None:
+        if (self.every and trainer.global_step % self.every == 0) or self.pending:
             self.save(trainer)
-        if self.pending is not None:
-            then, self.pending = self.pending, None
-            then()
+        while self.pending:
+            self.pending.pop(0)()
+
+    def on_train_end(self, trainer, pl_module):
+        self.save(trainer, final=True)
+

@@ -1,14 +1,13 @@
-"""Typed configuration schema and the checks that run before any output is written.
+"""The typed configuration schema (conf/train.yaml composes it; docs in README "Configuration").
 
-The dataclasses are registered in Hydra's ConfigStore as the schema of `conf/train.yaml`, so
-unknown keys and wrong types fail at composition. `validate` checks ranges and allowed values
-that a type cannot express, and names the field, the value and what is allowed.
+The dataclasses are registered in Hydra's ConfigStore as the schema of `conf/train.yaml`, so wrong
+types fail at composition; `checks.py` checks ranges, choices and anything a type cannot express.
+Importing this module imports no torch (shell completion stays fast).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -23,6 +22,7 @@ DATASETS = ("teacher", "diabetes", "digits", "wine", "breast_cancer", "file")
 TEACHER_INPUTS = ("gaussian", "sphere")
 DTYPES = ("float32", "float64")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+SEED_MAX = 2**31 - 1  # every RNG we seed (torch, numpy, python, wandb) accepts it
 # keys that do not change tensor shapes: a sweep over them can run as replicas inside one job
 VECTORIZABLE = ("seed", "init.scale_u", "init.scale_w", "init.scale_b", "optim.dt", "data.seed",
                 "data.teacher.scale", "data.teacher.noise")
@@ -83,7 +83,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    dt: float = 0.1  # the flow's time step; flow time t = step * dt
+    dt: float = 0.1  # the flow's time step under mean_field; flow time t = step * dt
     parameterization: str = "mean_field"  # mean_field: theta -= dt L M grad; standard: theta -= dt grad
     batch_size: Optional[int] = None  # None: full batch (the gradient flow); else minibatch SGD
 
@@ -97,6 +97,9 @@ class TrainerConfig:
     fail_on_divergence: bool = False
     matmul_precision: str = "highest"
     compile: str = "none"  # none | default | reduce-overhead (CUDA graphs; static full-batch shapes)
+    threads: Optional[int] = None  # intra-op threads; None: fitted to the CPUs this job has and its size
+    progress: str = "auto"  # auto (a live line on a terminal, log lines otherwise) | bar | log | none
+    extra: Dict[str, Any] = field(default_factory=dict)  # further lightning.Trainer options
 
 
 @dataclass
@@ -116,6 +119,7 @@ class WandbLoggerConfig:
     mode: str = "offline"  # offline by default; `online` is the user's choice
     group: Optional[str] = None  # default: the sweep directory's name
     tags: List[str] = field(default_factory=list)
+    quiet: bool = True  # wandb's own console output off
 
 
 @dataclass
@@ -130,8 +134,9 @@ class CallbacksConfig:
     """Intervals in training steps; 0 switches a diagnostic off."""
 
     kernel_every: int = 500  # COT tangent kernel and feature kernels
-    ot_every: int = 500  # exact W_COT to the initialization
-    n_probe: int = 128  # the first n_probe training samples probe the tangent kernel
+    ot_every: int = 500  # W_COT to the initialization
+    n_probe: Optional[int] = None  # kernel samples; None: the whole training set while n d_out <= kernel_max_dim
+    kernel_max_dim: int = 2048  # largest tangent kernel (n d_out) built by default
 
 
 @dataclass
@@ -145,6 +150,18 @@ class SweepConfig:
 
 
 @dataclass
+class PathsConfig:
+    root: str = "."  # where runs and sweeps go (a shared filesystem on a cluster)
+    runs: str = "${paths.root}/outputs"
+    sweeps: str = "${paths.root}/multirun"
+
+
+@dataclass
+class ReportConfig:
+    metrics: List[str] = field(default_factory=list)  # what the sweep report draws; empty: its defaults
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     init: InitConfig = field(default_factory=InitConfig)
@@ -154,124 +171,16 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     seed: int = 0  # particles' initialization (and minibatch order)
     resume: str = "auto"  # never | auto (the run directory's last checkpoint, if any) | a checkpoint path
-    checkpoint_every: int = 0  # steps between checkpoints; 0: none
+    checkpoint_every: int = 0  # steps between checkpoints; 0: only the final one
+    overwrite: bool = False  # replace a different run found in the run directory (its files go first)
+    tags: List[str] = field(default_factory=list)
+    optimized_metric: Optional[str] = None  # the job returns this final metric (Hydra's optimizing sweepers)
     name: str = "train"
 
 
 def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-
-
-def _choice(path: str, value: Any, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{path}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
-
-
-def _at_least(path: str, value, low) -> None:
-    if value < low:
-        raise ConfigError(f"{path}={value!r} is out of range; it must be >= {low}")
-
-
-def _positive_finite(path: str, value) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{path}={value!r} is out of range; it must be a finite number > 0")
-
-
-def _non_negative_finite(path: str, value) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"{path}={value!r} is out of range; it must be a finite number >= 0")
-
-
-def validate(cfg) -> None:
-    """Check every value a type cannot check. Raises ConfigError naming the field."""
-    m, i, d, o, t, c = cfg.model, cfg.init, cfg.data, cfg.optim, cfg.trainer, cfg.callbacks
-    _at_least("model.L", m.L, 1)
-    _at_least("model.M", m.M, 1)
-    _at_least("model.d", m.d, 1)
-    _choice("model.activation", m.activation, ACTIVATIONS)
-    _choice("model.integrator", m.integrator, INTEGRATORS)
-    _choice("model.backprop", m.backprop, BACKPROP_MODES)
-    _at_least("model.substeps", m.substeps, 1)
-    _positive_finite("model.rtol", m.rtol)
-    _positive_finite("model.atol", m.atol)
-    if m.adjoint and m.integrator == "euler":
-        raise ConfigError(
-            "model.adjoint=true needs an ODE integrator: set model.integrator to rk4 or dopri5 "
-            "(with euler the network is the ResNet itself and backprop is exact)"
-        )
-    if m.backprop == "recompute" and m.integrator != "euler":
-        raise ConfigError(
-            f"model.backprop=recompute applies to model.integrator=euler (got {m.integrator}); for ODE "
-            "integrators set model.adjoint=true, whose memory does not grow with depth"
-        )
-    _choice("model.embedding", m.embedding, EMBEDDINGS)
-    _choice("model.readout", m.readout, READOUTS)
-    _choice("model.dtype", m.dtype, DTYPES)
-    _choice("init.scheme", i.scheme, INIT_SCHEMES)
-    for key in ("scale_u", "scale_w", "scale_b"):
-        _non_negative_finite(f"init.{key}", getattr(i, key))
-    _choice("data.name", d.name, DATASETS)
-    _at_least("data.n_train", d.n_train, 1)
-    _at_least("data.n_test", d.n_test, 0)
-    if not 0.0 <= d.test_fraction < 1.0:
-        raise ConfigError(f"data.test_fraction={d.test_fraction!r} is out of range; it must be in [0, 1)")
-    tc = d.teacher
-    for key in ("d_in", "d_out", "d", "L", "M"):
-        _at_least(f"data.teacher.{key}", getattr(tc, key), 1)
-    if tc.d < max(tc.d_in, tc.d_out):
-        raise ConfigError(
-            f"data.teacher.d={tc.d} is smaller than the teacher's data: it must be >= max(d_in, d_out) = "
-            f"{max(tc.d_in, tc.d_out)}"
-        )
-    _non_negative_finite("data.teacher.scale", tc.scale)
-    _non_negative_finite("data.teacher.noise", tc.noise)
-    _choice("data.teacher.activation", tc.activation, ACTIVATIONS)
-    _choice("data.teacher.inputs", tc.inputs, TEACHER_INPUTS)
-    _positive_finite("optim.dt", o.dt)
-    _choice("optim.parameterization", o.parameterization, PARAMETERIZATIONS)
-    if o.batch_size is not None:
-        _at_least("optim.batch_size", o.batch_size, 1)
-    _at_least("trainer.max_steps", t.max_steps, 1)
-    _choice("trainer.accelerator", t.accelerator, ACCELERATORS)
-    _at_least("trainer.log_every", t.log_every, 1)
-    _non_negative_finite("trainer.converge_ratio", t.converge_ratio)
-    _choice("trainer.matmul_precision", t.matmul_precision, ("highest", "high", "medium"))
-    _choice("trainer.compile", t.compile, ("none", "default", "reduce-overhead"))
-    if cfg.logger.wandb is not None:
-        _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
-    _at_least("callbacks.kernel_every", c.kernel_every, 0)
-    _at_least("callbacks.ot_every", c.ot_every, 0)
-    _at_least("callbacks.n_probe", c.n_probe, 1)
-    _at_least("checkpoint_every", cfg.checkpoint_every, 0)
-    _at_least("seed", cfg.seed, 0)
-    for key in cfg.sweep.vectorize:
-        if key not in VECTORIZABLE:
-            raise ConfigError(f"sweep.vectorize: {key!r} cannot run as replicas (it changes tensor shapes or the "
-                              f"model); allowed: {', '.join(VECTORIZABLE)}")
-    if cfg.sweep.vectorize or cfg.sweep.replicas:
-        if m.integrator != "euler" or m.adjoint:
-            raise ConfigError("sweep.vectorize needs model.integrator=euler and model.adjoint=false "
-                              f"(got {m.integrator}, adjoint={m.adjoint})")
-        if o.batch_size is not None:
-            raise ConfigError("sweep.vectorize needs full-batch training: set optim.batch_size=null")
-
-
-def validate_against_data(cfg, d_in: int, d_out: int, n_train: int) -> None:
-    """Checks that need the dataset's shape (known before any output is written)."""
-    if cfg.model.d < max(d_in, d_out):
-        raise ConfigError(
-            f"model.d={cfg.model.d} is smaller than the data of data.name={cfg.data.name!r} "
-            f"(d_in={d_in}, d_out={d_out}); it must be >= {max(d_in, d_out)}"
-        )
-    if cfg.callbacks.n_probe > n_train and cfg.callbacks.kernel_every > 0:
-        raise ConfigError(
-            f"callbacks.n_probe={cfg.callbacks.n_probe} is larger than the training set "
-            f"({n_train} samples of data.name={cfg.data.name!r}); it must be <= {n_train}"
-        )
-    if cfg.optim.batch_size is not None and cfg.optim.batch_size > n_train:
-        raise ConfigError(
-            f"optim.batch_size={cfg.optim.batch_size} is larger than the training set ({n_train}); "
-            f"it must be <= {n_train}"
-        )

@@ -10,10 +10,12 @@ from typing import Dict
 import torch
 from torch import Tensor
 
+from .atomic import load_trusted
 from .config import ConfigError
-from .model import MeanFieldResNet, embedding_matrix, init_particles, readout_matrix
+from .model import MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, readout_matrix
 
 CLASSIFICATION = ("digits", "wine", "breast_cancer")
+SPLITS = ("x_train", "y_train", "x_test", "y_test")
 
 
 @dataclass
@@ -28,26 +30,31 @@ class Dataset:
 
     @property
     def d_in(self) -> int:
-        return self.x_train.shape[1]
+        return self.x_train.shape[-1]
 
     @property
     def d_out(self) -> int:
-        return self.y_train.shape[1]
+        return self.y_train.shape[-1]
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[-2]
 
     def to(self, dtype=None, device=None) -> "Dataset":
         f = lambda t: t.to(dtype=dtype, device=device)
         return Dataset(f(self.x_train), f(self.y_train), f(self.x_test), f(self.y_test), self.classification)
 
-    def tensors(self) -> Dict[str, Tensor]:
+    def tensors(self) -> Dict[str, object]:
         return {"x_train": self.x_train, "y_train": self.y_train, "x_test": self.x_test, "y_test": self.y_test,
                 "classification": self.classification}
 
 
 def teacher_network(tc, seed: int) -> MeanFieldResNet:
     """A random mean-field ResNet; its scale_u (`tc.scale`) sets how far the target is from the identity."""
-    p = init_particles(tc.L, tc.M, tc.d, "iid", tc.scale, 1.0, 1.0, seed + 1_000_003, torch.float64)
-    return MeanFieldResNet(p["u"], p["w"], p["b"], tc.activation,
-                           embedding_matrix("pad", tc.d, tc.d_in, seed, torch.float64),
+    spec = NetworkSpec(L=tc.L, M=tc.M, d=tc.d, d_in=tc.d_in, d_out=tc.d_out, activation=tc.activation,
+                       dtype="float64")
+    p = init_particles(tc.L, tc.M, tc.d, scale_u=tc.scale, seed=seed + 1_000_003, dtype=torch.float64)
+    return MeanFieldResNet(p, spec, embedding_matrix("pad", tc.d, tc.d_in, seed, torch.float64),
                            readout_matrix("first", tc.d, tc.d_out, seed, torch.float64))
 
 
@@ -86,42 +93,57 @@ def sklearn_dataset(dc) -> Dataset:
 
 
 def file_dataset(dc) -> Dataset:
+    """A data.pt: x_train (N, d_in), y_train (N, d_out), x_test (N', d_in), y_test (N', d_out), real tensors."""
+    where = f"data.path={dc.path!r}"
     path = Path(dc.path) if dc.path else None
     if path is None or not path.is_file():
-        raise ConfigError(f"data.path={dc.path!r} is not a readable file; data.name=file needs a data.pt")
+        raise ConfigError(f"{where} is not a readable file; data.name=file needs a data.pt")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        return Dataset(*(raw[k].to(torch.float64) for k in ("x_train", "y_train", "x_test", "y_test")),
-                       classification=bool(raw.get("classification", False)))
-    except Exception as e:  # any unreadable or foreign file
-        raise ConfigError(
-            f"data.path={dc.path!r} is not a data.pt with x_train, y_train, x_test, y_test tensors: {e}"
-        ) from e
+        raw = load_trusted(path)
+    except ValueError as e:  # any unreadable or foreign file
+        raise ConfigError(f"{where}: {e}") from e
+    if not isinstance(raw, dict) or any(not isinstance(raw.get(k), Tensor) for k in SPLITS):
+        raise ConfigError(f"{where} must hold the tensors {', '.join(SPLITS)}")
+    bad = [f"{k} {tuple(raw[k].shape)} {raw[k].dtype}" for k in SPLITS
+           if raw[k].dim() != 2 or raw[k].is_complex() or raw[k].dtype == torch.bool]
+    if bad:
+        raise ConfigError(f"{where}: every split must be a real 2-D tensor (rows = samples); got {', '.join(bad)}")
+    t = {k: raw[k].to(torch.float64) for k in SPLITS}
+    for split in ("train", "test"):
+        if t[f"x_{split}"].shape[0] != t[f"y_{split}"].shape[0]:
+            raise ConfigError(f"{where}: x_{split} has {t[f'x_{split}'].shape[0]} rows but y_{split} has "
+                              f"{t[f'y_{split}'].shape[0]}")
+    if t["x_test"].shape[0] and (t["x_test"].shape[1], t["y_test"].shape[1]) != (t["x_train"].shape[1], t["y_train"].shape[1]):
+        raise ConfigError(f"{where}: test columns (x {t['x_test'].shape[1]}, y {t['y_test'].shape[1]}) differ from "
+                          f"train columns (x {t['x_train'].shape[1]}, y {t['y_train'].shape[1]})")
+    return Dataset(*(t[k] for k in SPLITS), classification=bool(raw.get("classification", False)))
 
 
 def stack_datasets(datasets) -> Dataset:
     """Replicas' datasets (same shapes) along a leading replica dimension: x_*: (R, N, d_in), ..."""
-    return Dataset(*(torch.stack([getattr(d, k) for d in datasets]) for k in ("x_train", "y_train", "x_test", "y_test")),
+    return Dataset(*(torch.stack([getattr(d, k) for d in datasets]) for k in SPLITS),
                    classification=datasets[0].classification)
 
 
-def check_finite(ds: Dataset, name: str) -> None:
-    for key, t in ds.tensors().items():
-        if isinstance(t, Tensor) and not torch.isfinite(t).all():
+def check_finite(ds: Dataset, name: str, dtype: torch.dtype) -> None:
+    """Every value finite once cast to the model's dtype (float64 data can overflow float32)."""
+    for key in SPLITS:
+        t = getattr(ds, key).to(dtype)
+        if not torch.isfinite(t).all():
             row = int((~torch.isfinite(t)).reshape(t.shape[0], -1).any(1).nonzero()[0])
-            raise ConfigError(f"data.name={name!r}: {key} contains NaN or infinity (first at row {row}); "
-                              "clean the data before training")
+            raise ConfigError(f"data.name={name!r}: {key} contains NaN or infinity in {str(dtype).replace('torch.', '')} "
+                              f"(first at row {row}); clean the data, or set model.dtype=float64 if it overflows")
 
 
-def load_dataset(dc) -> Dataset:
-    """The dataset of a data config, checked finite. float64, before embedding."""
+def load_dataset(dc, dtype: torch.dtype = torch.float64) -> Dataset:
+    """The dataset of a data config, checked finite in `dtype`. float64, before embedding."""
     if dc.name == "teacher":
         ds = teacher_dataset(dc)
     elif dc.name == "file":
         ds = file_dataset(dc)
     else:
         ds = sklearn_dataset(dc)
-    check_finite(ds, dc.name)
+    check_finite(ds, dc.name, dtype)
     if ds.x_train.shape[0] == 0:
         raise ConfigError(f"data.name={dc.name!r} has an empty training set")
     return ds
@@ -140,9 +162,19 @@ class RepeatBatch:
         return itertools.repeat(self.batch, self.steps)
 
 
+def minibatch_indices(n: int, batch_size: int, seed: int, step: int, cache: dict) -> Tensor:
+    """The sample indices of step `step`: epoch e = step // ceil(n / batch_size) draws one permutation
+    from a generator seeded by (seed, e), so any step's batch is known without iterator state."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, k = divmod(step, per_epoch)
+    if cache.get("epoch") != epoch:
+        cache["epoch"] = epoch
+        cache["perm"] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return cache["perm"][k * batch_size:(k + 1) * batch_size]
+
+
 class Minibatches:
-    """`steps` minibatches; epoch e's order is a permutation seeded by (seed, e), so a resumed run
-    can regenerate it without saved iterator state."""
+    """Steps `start`..`steps` - 1 of seeded minibatches (minibatch_indices): a resumed run regenerates them."""
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, steps: int, seed: int, start: int = 0):
         self.x, self.y, self.bs, self.steps, self.seed, self.start = x, y, batch_size, steps, seed, start
@@ -151,13 +183,7 @@ class Minibatches:
         return self.steps - self.start
 
     def __iter__(self):
-        n = self.x.shape[0]
-        per_epoch = math.ceil(n / self.bs)
-        perm_epoch, perm = None, None
+        cache = {}
         for step in range(self.start, self.steps):
-            epoch, k = divmod(step, per_epoch)
-            if epoch != perm_epoch:  # one permutation per epoch, not per step
-                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                perm_epoch, perm = epoch, torch.randperm(n, generator=gen).to(self.x.device)
-            idx = perm[k * self.bs:(k + 1) * self.bs]
+            idx = minibatch_indices(self.x.shape[0], self.bs, self.seed, step, cache).to(self.x.device)
             yield self.x[idx], self.y[idx]

@@ -1,4 +1,4 @@
-"""Audit a finished run: recompute every diagnostic from particles.pt and data.pt.
+"""Audit a run: recompute every diagnostic from particles.pt and data.pt alone.
 
     cotresnet-diagnose RUN_DIR [--n-probe N] [--json]
 """
@@ -6,69 +6,84 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
+from typing import Dict, Optional
 
-import torch
-
-from . import diagnostics as D
-from .model import model_from_particles
-from .atomic import load_trusted
+from . import rundir as RD
 
 
-def diagnose(run_dir: Path, n_probe: int = None) -> dict:
-    """{"init": {...}, "final": {...}} of every diagnostic, computed from scratch in the run's dtype."""
+def diagnostics_of(net, init, x_train, y_train, n_kernel: int) -> Dict[str, Optional[float]]:
+    """Every diagnostic of one set of particles, from scratch: risk, G, P-L ratio, kernels, distances."""
+    from . import diagnostics as D
+
+    risk, G = D.risk_and_grad_norm2(net, x_train, y_train)
+    out = {"risk_train": risk, "grad_norm2": G, "pl_ratio": G / risk if risk > 0 else None}
+    kd = D.kernel_diagnostics(net, x_train[:n_kernel], y_train[:n_kernel])
+    out.update(kd.row())
+    out.update(D.distances(net.particles(), init))
+    return out, kd
+
+
+def diagnose(run_dir: Path, n_probe: Optional[int] = None) -> dict:
+    """{"init": {...}, "final": {...}, "certificate": {...}} computed in the run's dtype. Raises RunDirError
+    (naming the file) for a malformed run directory, ValueError for an n_probe out of range."""
+    from . import diagnostics as D
+    from .flow import Certificate
+    from .model import network_from_meta
+
     run_dir = Path(run_dir)
-    particles = load_trusted(run_dir / "particles.pt")
-    data = load_trusted(run_dir / "data.pt")
+    particles, data = RD.load_run_tensors(run_dir)
+    n_train = data["x_train"].shape[0]
     if n_probe is None:
-        summary_path = run_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        n_probe = (summary.get("certificate") or {}).get("n_probe") or 128
+        summary = RD.read_summary(run_dir) or {}
+        n_probe = summary.get("kernel_samples") or min(n_train, 128)
+    if not 1 <= n_probe <= n_train:
+        raise ValueError(f"--n-probe={n_probe} is out of range; it must be in [1, {n_train}] (the training set)")
     meta = particles["meta"]
-    dtype = getattr(torch, meta.get("dtype", "float32"))
-    out = {}
+    out, kds = {}, {}
     for which in ("init", "final"):
-        p = {k: v.to(dtype) for k, v in particles[which].items()}
-        net = model_from_particles(p, {**meta, "embedding": meta["embedding"].to(dtype),
-                                       "readout": meta["readout"].to(dtype)})
-        out[which] = D.all_diagnostics(net, particles["init"], data["x_train"], data["y_train"], n_probe)
+        try:
+            net = network_from_meta(particles[which], meta)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RD.RunDirError(f"{run_dir / RD.PARTICLES}: 'meta' does not rebuild the network ({e})") from e
+        out[which], kds[which] = diagnostics_of(net, particles["init"], data["x_train"], data["y_train"], n_probe)
         out[which].update(D.evaluate(net, data["x_test"], data["y_test"], bool(data.get("classification")), "test"))
-    lam0 = out["init"]["lambda_min_tangent"]
-    cert = D.certificate(out["init"]["risk_probe"], lam0, n_probe)
-    out["certificate"] = {**cert, "lambda_min_tangent_init": lam0, "n_probe": n_probe,
-                          "lambda_ratio": out["final"]["lambda_min_tangent"] / lam0 if lam0 > 0 else math.nan}
+    kd0 = kds["init"]
+    cert = Certificate("full" if n_probe == n_train else "probe", n_probe, n_train, kd0.lambda_min.value,
+                       kd0.lambda_min.resolution, kd0.risk)
+    out["certificate"] = cert.summary(0.0, None)
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="cotresnet-diagnose", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--n-probe", type=int, default=None, help="probe samples (default: the run's n_probe)")
+    ap.add_argument("--n-probe", type=int, default=None,
+                    help="kernel samples: the first N training samples (default: the run's own)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
-    for name in ("particles.pt", "data.pt"):
-        if not (args.run_dir / name).is_file():
-            print(f"cotresnet-diagnose: {args.run_dir / name} not found: is {args.run_dir} a run directory?",
-                  file=sys.stderr)
-            return 2
     try:
         out = diagnose(args.run_dir, args.n_probe)
-    except ValueError as e:
+    except ValueError as e:  # RunDirError included: the file and the problem, no traceback
         print(f"cotresnet-diagnose: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(RD.finite_or_none(out), indent=2))
         return 0
     keys = sorted(set(out["init"]) | set(out["final"]))
-    print(f"{'diagnostic':28s} {'init':>14s} {'final':>14s}")
+    f = lambda v: "" if v is None else f"{v:14.6g}"
+    print(f"{'diagnostic':30s} {'init':>14s} {'final':>14s}")
     for k in keys:
-        f = lambda v: "" if v is None else f"{v:14.6g}"
-        print(f"{k:28s} {f(out['init'].get(k))} {f(out['final'].get(k))}")
+        print(f"{k:30s} {f(out['init'].get(k))} {f(out['final'].get(k))}")
     c = out["certificate"]
-    print(f"certificate: c0={c['c0']:.6g} certified_radius={c['certified_radius']:.6g} "
-          f"lambda_ratio={c['lambda_ratio']:.6g} (n_probe={c['n_probe']})")
+    label = "certificate" if c["kind"] == "full" else f"probe certificate (first {c['n']} of {c['n_train']} samples)"
+    if c["c0"] is None:
+        print(f"{label}: none (lambda_min {c['lambda_min_tangent_init']:.6g} is not above its resolution "
+              f"{c['resolution']:.3g})")
+    else:
+        print(f"{label}: c0={c['c0']:.6g} certified_radius={c['certified_radius']:.6g} "
+              f"(lambda_min {c['lambda_min_tangent_init']:.6g}, resolution {c['resolution']:.3g})")
     return 0
 
 

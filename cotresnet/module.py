@@ -1,5 +1,5 @@
-"""Lightning classes: the module only trains (one step is the COT gradient-flow step, design.md
-section 2); the data module hands out the full batch or seeded minibatches."""
+"""Lightning classes: the module only trains (one step is the COT gradient-flow step, docs/math.md);
+the data module hands out the full batch or seeded minibatches."""
 from __future__ import annotations
 
 from typing import List, NamedTuple, Optional, Sequence, Union
@@ -8,23 +8,19 @@ import lightning as pl
 import torch
 
 from .data import Dataset, Minibatches, RepeatBatch
+from .flow import flow_time_step, learning_rate
 from .model import MeanFieldResNet, ReplicatedResNet
-
-
-def learning_rate(dt: float, L: int, M: int, parameterization: str) -> float:
-    """The SGD learning rate of a flow step dt: `mean_field` multiplies by L M so that
-    d theta / dt = -L M dL/dtheta (the COT gradient flow, independent of L and M); `standard` does not."""
-    return dt * L * M if parameterization == "mean_field" else dt
 
 
 class ReplicaView(NamedTuple):
     """What the callbacks read of one (replica of a) network: `net` (detached for a replica), the
-    risk of the step's particles, the Euclidean gradient of that risk, the flow step and the lr."""
+    risk of the step's particles, the Euclidean gradient of that risk, the flow time of the step
+    (tau = lr / (L M)) and the learning rate."""
 
     net: MeanFieldResNet
     risk: torch.Tensor
     grads: List[torch.Tensor]
-    dt: float
+    tau: float
     lr: float
 
 
@@ -39,12 +35,10 @@ class COTFlowModule(pl.LightningModule):
         super().__init__()
         self.net = net
         self.replicated = isinstance(net, ReplicatedResNet)
-        dts = [float(v) for v in dt] if self.replicated else [float(dt)]
-        self.dt = dts[0]
-        self.dts = dts
+        self.dts = [float(v) for v in dt] if self.replicated else [float(dt)]
         self.parameterization = parameterization
-        self.lr = learning_rate(self.dt, net.L, net.M, parameterization)
-        self.register_buffer("loss_weights", torch.tensor([v / self.dt for v in dts], dtype=net.u.dtype))
+        self.lr = learning_rate(self.dts[0], net.L, net.M, parameterization)
+        self.register_buffer("loss_weights", torch.tensor([v / self.dts[0] for v in self.dts], dtype=net.u.dtype))
         self.last_risk = None  # risk(s) of the particles before the current update, read by callbacks
         risk = net.risks if self.replicated else net.risk
         # the full batch has static shapes: one compiled graph (CUDA graphs with reduce-overhead)
@@ -59,6 +53,10 @@ class COTFlowModule(pl.LightningModule):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+    def tau(self, replica: Optional[int] = None) -> float:
+        """The flow time of one step of this network (replica)."""
+        return flow_time_step(self.dts[replica or 0], self.net.L, self.net.M, self.parameterization)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -77,10 +75,10 @@ class COTFlowModule(pl.LightningModule):
     def view(self, replica: Optional[int] = None) -> ReplicaView:
         """The current step's risk and gradient (valid between backward and the optimizer step)."""
         if replica is None:
-            return ReplicaView(self.net, self.last_risk, [p.grad for p in self.net.parameters()], self.dt, self.lr)
+            return ReplicaView(self.net, self.last_risk, [p.grad for p in self.net.parameters()], self.tau(), self.lr)
         c = self.loss_weights[replica].item()
         return ReplicaView(self.net.replica(replica), self.last_risk[replica],
-                           [p.grad[replica] / c for p in self.net.parameters()], self.dts[replica], self.lr * c)
+                           [p.grad[replica] / c for p in self.net.parameters()], self.tau(replica), self.lr * c)
 
     def zero_replica_grads(self, replica: Optional[int] = None) -> None:
         """Make this step a no-op for one replica (a diverged or converged one), or for the network."""

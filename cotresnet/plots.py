@@ -1,62 +1,107 @@
-"""The run directory's plots, drawn from metrics.csv."""
+"""The run directory's plots (PNG and PDF), drawn from metrics.csv and spectrum.csv."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import rundir as RD  # noqa: E402
 
-def _panel(ax, df, columns, labels, logy=True, styles=None):
+TIME = "flow time t (COT flow)"
+FORMATS = ("png", "pdf")
+
+
+def _curves(ax, df, columns, labels, styles=None) -> bool:
+    """Draw the finite positive points of each column against flow time (log y); True if any."""
     drawn = False
-    for i, (c, lab) in enumerate(zip(columns, labels)):
-        if c in df and df[c].notna().any():
-            sub = df[["flow_time", c]].dropna()
+    for c, lab in zip(columns, labels):
+        if c not in df:
+            continue
+        sub = df[["flow_time", c]].dropna()
+        sub = sub[sub[c] > 0]
+        if len(sub):
             ax.plot(sub["flow_time"], sub[c], (styles or {}).get(c, "-"), label=lab, marker="." if len(sub) < 30 else None)
             drawn = True
-    if logy and drawn:
-        ax.set_yscale("log")
-    ax.set_xlabel("flow time t = step * dt")
+    ax.set_xlabel(TIME)
     if drawn:
-        ax.legend()
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "nothing logged", ha="center", va="center", transform=ax.transAxes)
     return drawn
 
 
-def plot_run(run_dir: Path, certified_radius: Optional[float] = None) -> list:
-    """Writes plots/risk.png, pl_ratio.png, lambda_min.png, distance.png; returns the paths written."""
-    from .rundir import read_metrics
+def _spectrum(ax, run_dir: Path) -> None:
+    """The residual's energy share per decade of K's eigenvalues, at each kernel step (stacked)."""
+    try:
+        sp = RD.read_table(run_dir, RD.SPECTRUM)
+    except RD.RunDirError:
+        sp = None
+    if sp is None or sp.empty:
+        ax.text(0.5, 0.5, "no kernel steps", ha="center", va="center", transform=ax.transAxes)
+        return
+    table = sp.pivot_table(index="flow_time", columns="decade", values="residual_share", aggfunc="sum").fillna(0.0)
+    order = sorted((c for c in table.columns if c != "unresolved"), key=float) + \
+        (["unresolved"] if "unresolved" in table.columns else [])
+    cmap = plt.get_cmap("viridis", max(len(order), 2))
+    bottom = 0.0
+    for i, dec in enumerate(order):
+        label = "below resolution" if dec == "unresolved" else f"[1e{int(float(dec))}, 1e{int(float(dec)) + 1})"
+        ax.bar(range(len(table)), table[dec], bottom=bottom, color="0.6" if dec == "unresolved" else cmap(i), label=label)
+        bottom = bottom + table[dec]
+    ax.set_xticks(range(len(table)), [f"{t:.3g}" for t in table.index], rotation=45, fontsize=7)
+    ax.set_xlabel(f"{TIME} at kernel steps")
+    ax.set_ylabel("share of |r|^2")
+    ax.legend(fontsize=7, title="eigenvalues of K", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 
+
+def plot_run(run_dir: Path, certified_radius: Optional[float] = None) -> List[Path]:
+    """plots/{risk, pl_ratio, lambda_min, distance, residual_spectrum}.{png,pdf}; returns the paths."""
     run_dir = Path(run_dir)
-    df = read_metrics(run_dir)
-    out = run_dir / "plots"
+    df = RD.read_table(run_dir)
+    out = run_dir / RD.PLOTS
     out.mkdir(exist_ok=True)
     specs = [
-        ("risk.png", "risk and its flow-fidelity prediction L(0) exp(-int G/L dt)",
-         ["risk_train", "risk_test", "risk_predicted"], ["train", "test", "predicted by the flow"], True,
-         {"risk_predicted": "--"}),
-        ("pl_ratio.png", "P-L ratio G/L and its kernel lower bound 2 lambda_min(K)/n",
-         ["pl_ratio", "pl_ratio_probe", "pl_lower_bound"], ["G/L (train)", "G/L (probe)", "2 lambda_min(K)/n"], True,
+        ("risk", "risk and its flow-fidelity prediction L(0) exp(-int G/L dt)",
+         ["risk_train", "risk_test", "risk_predicted"], ["train", "test", "predicted by the flow"], {"risk_predicted": "--"}),
+        ("pl_ratio", "P-L ratio G/L and its kernel lower bound 2 lambda_min(K)/n",
+         ["pl_ratio", "pl_ratio_probe", "pl_lower_bound"], ["G/L (train)", "G/L (kernel set)", "2 lambda_min(K)/n"],
          {"pl_lower_bound": "--"}),
-        ("lambda_min.png", "smallest kernel eigenvalues",
-         ["lambda_min_tangent", "lambda_min_feature"], ["tangent K (probe)", "feature K_l (min over layers)"], True,
-         None),
-        ("distance.png", "distance to initialization (COT metric)",
-         ["cot_dist_init", "cot_dist_init_upper", "path_length"], ["W_COT exact", "identity coupling", "path length"],
-         False, None),
+        ("lambda_min", "smallest kernel eigenvalues (dotted: their resolution)",
+         ["lambda_min_tangent", "lambda_min_feature", "lambda_min_tangent_resolution", "lambda_min_feature_resolution"],
+         ["tangent K", "feature K_l (min over layers)", "resolution of K", "resolution of K_l"],
+         {"lambda_min_tangent_resolution": ":", "lambda_min_feature_resolution": ":"}),
+        ("distance", "distance to the initialization (COT metric)",
+         ["path_length", "cot_dist_init_upper", "cot_dist_init", "cot_dist_init_lower"],
+         ["path length", "identity coupling (upper)", "W_COT exact", "layer means (lower)"], None),
     ]
     written = []
-    for name, title, cols, labels, logy, styles in specs:
+    for name, title, cols, labels, styles in specs:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        _panel(ax, df, cols, labels, logy, styles)
-        if name == "distance.png" and certified_radius is not None and certified_radius < float("inf"):
+        _curves(ax, df, cols, labels, styles)
+        if name == "distance" and certified_radius:
             ax.axhline(certified_radius, color="k", ls=":", label=f"certified radius R0 = {certified_radius:.3g}")
-            ax.legend()
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(out / name)
+        written += _save(fig, out / name)
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
+    _spectrum(ax, run_dir)
+    ax.set_title("where the residual lives in the tangent kernel's spectrum", fontsize=10)
+    written += _save(fig, out / "residual_spectrum")
     return written
+
+
+def _save(fig, stem: Path) -> List[Path]:
+    fig.tight_layout()
+    paths = []
+    for ext in FORMATS:
+        path = stem.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,32 +1,32 @@
-"""A Hydra sweeper that runs the values of shape-preserving keys as replicas inside one job.
+"""Replicas: the values of shape-preserving keys run inside one job (`sweep.vectorize=[...]`).
 
 `cotresnet-train -m model.M=16,64 seed=0,1,2,3 sweep.vectorize=[seed]` launches 2 jobs, each
 stepping 4 replicas (seeds) together; every replica still gets a run directory of its own
 (`<job dir>/seed=0/`, ...), with `.hydra/config.yaml`, `overrides.yaml` and the whole run contract.
-Without `sweep.vectorize` it is Hydra's BasicSweeper. The plugin class lives in
+Without `sweep.vectorize` the sweeper is Hydra's BasicSweeper. The plugin class lives in
 hydra_plugins/cotresnet_sweeper (Hydra only loads plugins from that namespace).
 """
 from __future__ import annotations
 
 import copy
 import itertools
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import yaml
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.types import Override
 from omegaconf import OmegaConf, open_dict
 
 
-def _replica_strings(vectorized: Sequence[Override]) -> List[str]:
+def _replica_strings(vectorized) -> List[str]:
     values = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
               else [f"{o.get_key_element()}={o.get_value_element_as_str()}"] for o in vectorized]
     return [" ".join(combo) for combo in itertools.product(*values)]
 
 
-def split_jobs(overrides: List[Override], vectorize: Sequence[str], max_batch_size=None) -> List[List[List[str]]]:
+def split_jobs(overrides, vectorize: Sequence[str], max_batch_size=None) -> List[List[List[str]]]:
     """BasicSweeper.split_arguments, with the overrides of `vectorize` keys folded into one
     `sweep.replicas=[...]` override per job."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
     vectorized = [o for o in overrides if o.get_key_element() in vectorize]
     rest = [o for o in overrides if o.get_key_element() not in vectorize]
     batches = BasicSweeper.split_arguments(rest, max_batch_size)
@@ -34,6 +34,19 @@ def split_jobs(overrides: List[Override], vectorize: Sequence[str], max_batch_si
         return batches
     quoted = ",".join(f"'{r}'" for r in _replica_strings(vectorized))
     return [[job + [f"sweep.replicas=[{quoted}]"] for job in batch] for batch in batches]
+
+
+def parse_replica(replica: str) -> List[Tuple[str, object]]:
+    """'seed=0 init.scale_u=0.5' -> [("seed", 0), ("init.scale_u", 0.5)]."""
+    out = []
+    for item in replica.split():
+        key, sep, value = item.partition("=")
+        if not sep:
+            from .config import ConfigError
+
+            raise ConfigError(f"sweep.replicas entry {replica!r}: {item!r} is not key=value")
+        out.append((key, yaml.safe_load(value)))
+    return out
 
 
 def replica_dirname(replica: str) -> str:
@@ -44,8 +57,7 @@ def replica_config(cfg, replica: str):
     """The job config with one replica's values (`key=value key=value`) applied; sweep.replicas cleared."""
     out = copy.deepcopy(cfg)
     with open_dict(out):
-        for item in replica.split():
-            key, _, value = item.partition("=")
-            OmegaConf.update(out, key, yaml.safe_load(value), merge=False)
+        for key, value in parse_replica(replica):
+            OmegaConf.update(out, key, value, merge=False)
         out.sweep.replicas = []
     return out

@@ -35,23 +35,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cotresnet.callbacks import FlowDiagnostics  # noqa: E402
-from cotresnet.model import (  # noqa: E402
-    MeanFieldResNet, ReplicatedResNet, embedding_matrix, init_particles, readout_matrix,
-)
+from cotresnet.callbacks import Cadence, FlowDiagnostics  # noqa: E402
 from cotresnet.data import Dataset, stack_datasets  # noqa: E402
+from cotresnet.flow import FlowRecord, learning_rate  # noqa: E402
 from cotresnet.memory import saved_tensor_bytes  # noqa: E402
-from cotresnet.module import COTFlowModule, FlowDataModule, learning_rate  # noqa: E402
+from cotresnet.model import (  # noqa: E402
+    MeanFieldResNet, NetworkSpec, ReplicatedResNet, embedding_matrix, init_particles, readout_matrix,
+)
+from cotresnet.module import COTFlowModule, FlowDataModule  # noqa: E402
 
 BACKPROPS = ("fused", "recompute", "autograd")
 
 
 def make(N, d, L, M, device, integrator="euler", adjoint=False, dtype=torch.float32, seed=0, backprop="fused"):
     d_in = d_out = max(1, d // 2)
-    p = init_particles(L, M, d, "iid", 1.0, 1.0, 1.0, seed, dtype)
-    net = MeanFieldResNet(p["u"], p["w"], p["b"], "tanh", embedding_matrix("pad", d, d_in, 0, dtype),
-                          readout_matrix("first", d, d_out, 0, dtype), integrator=integrator, substeps=2,
-                          adjoint=adjoint, rtol=1e-5, atol=1e-7, backprop=backprop).to(device)
+    spec = NetworkSpec(L=L, M=M, d=d, d_in=d_in, d_out=d_out, integrator=integrator, substeps=2, adjoint=adjoint,
+                       rtol=1e-5, atol=1e-7, backprop=backprop, dtype=str(dtype).replace("torch.", ""))
+    net = MeanFieldResNet(init_particles(L, M, d, seed=seed, dtype=dtype), spec,
+                          embedding_matrix("pad", d, d_in, 0, dtype), readout_matrix("first", d, d_out, 0, dtype)).to(device)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(N, d_in, generator=g, dtype=dtype)
     y = torch.tanh(x[:, :d_out] * 2)
@@ -254,16 +255,18 @@ def main(argv=None):
             row("step_vs_matmuls (fused, TF32)", size, *tf32)
 
     # the default job: 256 teacher samples, L=16, M=128, default cadences, 1500 steps
-    from cotresnet.train import check_config, compose_config
+    from cotresnet.checks import check_config, kernel_samples
+    from cotresnet.model import student_network
+    from cotresnet.train import compose_config
 
     cfg = compose_config(["trainer.max_steps=%d" % (300 if args.quick else 1500)])
     data = check_config(cfg)
-    from cotresnet.model import build_model
 
     def default_job(with_diag):
-        net = build_model(cfg, data.d_in, data.d_out).to(device)
-        cbs = [FlowDiagnostics(data, cfg.callbacks.n_probe, cfg.trainer.log_every, cfg.callbacks.kernel_every,
-                               cfg.callbacks.ot_every, 0.0)] if with_diag else []
+        net = student_network(cfg, data.d_in, data.d_out).to(device)
+        cadence = Cadence(cfg.trainer.log_every, cfg.callbacks.kernel_every, cfg.callbacks.ot_every,
+                          kernel_samples(cfg, data.n_train, data.d_out))
+        cbs = [FlowDiagnostics(FlowRecord(), data.to(torch.float32), cadence, [])] if with_diag else []
         return fit(net, data.to(torch.float32), cfg.trainer.max_steps - 5, device, cbs)[1:]
 
     # wall time on a shared 2-core machine drifts by +-15 % between runs; CPU time much less

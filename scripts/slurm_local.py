@@ -80,6 +80,22 @@ def _alive(pid: int, proc=None) -> bool:
     return state != "Z"
 
 
+def _terminate(pid: int, proc=None) -> None:
+    """SIGTERM, up to 5 s of grace, then SIGKILL; reaps our own children."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not _alive(pid, proc):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        proc.wait()
+
+
 class SlurmCluster:
     def __init__(self, directory):
         self.dir = Path(directory).resolve()
@@ -122,36 +138,52 @@ class SlurmCluster:
         r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=self.env)
         return r.returncode == 0 and r.stdout.strip() in ("idle", "mix", "alloc")
 
-    def _wait(self, cond, timeout, what):
+    def _wait(self, cond, timeout, what, stop_on_timeout=True):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if cond():
                 return
             time.sleep(0.25)
+        if not stop_on_timeout:
+            return
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(self.dir.glob("*.out")))
         self.stop()
         raise RuntimeError(f"SLURM: timed out waiting for {what}\n{logs}")
 
     def stop(self) -> None:
-        """Stop what start() started, by the pids it recorded (slurmd, slurmctld, munged)."""
+        """Stop everything this cluster started: its jobs (scancel), the daemons by the pids start()
+        recorded (slurmd, slurmctld, munged), then any process still carrying this cluster's SLURM_CONF in
+        its environment (slurmstepd, srun, batch shells a killed slurmd can leave behind), by pid."""
+        if self._controller_started():
+            subprocess.run(["scancel", "--full", "--quiet", *self._job_ids()], env=self.env, capture_output=True)
+            self._wait(lambda: not self._job_ids(), 30, "jobs to end", stop_on_timeout=False)
         for name in reversed(DAEMONS):
             pid_file = self.dir / f"{name}.pid.started"
-            if not pid_file.exists():
-                continue
-            pid = int(pid_file.read_text())
-            try:
-                os.kill(pid, signal.SIGTERM)
-                for _ in range(100):
-                    if not _alive(pid, self._procs.get(name)):
-                        break
-                    time.sleep(0.05)
-                else:
-                    os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if name in self._procs:
-                self._procs.pop(name).wait()
-            pid_file.unlink()
+            if pid_file.exists():
+                _terminate(int(pid_file.read_text()), self._procs.pop(name, None))
+                pid_file.unlink()
+        for pid in self.leftovers():
+            _terminate(pid)
+
+    def leftovers(self) -> list:
+        """Pids of live processes whose environment names this cluster's slurm.conf."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if marker in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    def _job_ids(self) -> list:
+        r = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=self.env)
+        return r.stdout.split() if r.returncode == 0 else []
+
+    def _controller_started(self) -> bool:
+        return (self.dir / "slurmctld.pid.started").exists()
 
     def __enter__(self):
         return self.start()

@@ -4,15 +4,14 @@ import pandas as pd
 import pytest
 
 from cotresnet.diagnose import diagnose
-from cotresnet.train import check_config, compose_config, train
+from helpers import train_small
 from wandb_offline import wandb_run
 
-SMALL = ["model.L=4", "model.M=16", "data.n_train=32", "data.n_test=16", "callbacks.n_probe=32"]
+MEDIUM = ["model.L=4", "model.M=16", "data.n_train=32", "data.n_test=16"]
 
 
 def run(tmp_path, overrides):
-    cfg = compose_config(SMALL + overrides)
-    summary = train(cfg, check_config(cfg), tmp_path)
+    summary, _ = train_small(tmp_path, *MEDIUM, *overrides)
     return summary, pd.read_csv(tmp_path / "metrics.csv")
 
 
@@ -31,6 +30,7 @@ def test_pl_ratio_above_kernel_bound_at_every_logged_step(tmp_path):
     assert (k["cot_dist_init"] <= k["cot_dist_init_upper"] + 1e-12).all()
     assert (k["cot_dist_init_upper"] <= k["path_length"] + 1e-12).all()
     assert summary["certificate"]["lambda_min_tangent_init"] == pytest.approx(k["lambda_min_tangent"].iloc[0])
+    assert summary["certificate"]["kind"] == "full" and summary["certificate"]["n"] == 32
     assert len(summary["lambda_min_feature_layers"]["final"]) == 4
 
 

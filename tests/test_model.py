@@ -5,23 +5,16 @@ import pytest
 import torch
 from torchdiffeq import odeint
 
+from dataclasses import replace
+
+from cotresnet.activations import ACTIVATION_FUNCTIONS, activation, activation_derivative
+from cotresnet.euler import euler_flow
 from cotresnet.memory import saved_tensor_bytes
 from cotresnet.model import (
-    ACTIVATION_FUNCTIONS, MeanFieldResNet, activation, activation_derivative, embedding_matrix, euler_flow,
-    init_particles, layer_boundaries, layer_index, readout_matrix,
+    MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, layer_boundaries, layer_index, network_from_meta,
+    readout_matrix,
 )
-
-
-def make_net(L=5, M=7, d=4, d_in=3, d_out=2, act="tanh", seed=0, scale_u=1.5, **kw):
-    p = init_particles(L, M, d, "iid", scale_u, 1.0, 0.5, seed, torch.float64)
-    return MeanFieldResNet(p["u"], p["w"], p["b"], act, embedding_matrix("pad", d, d_in, seed, torch.float64),
-                           readout_matrix("first", d, d_out, seed, torch.float64), **kw)
-
-
-def data(N=11, d_in=3, d_out=2, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(N, d_in, generator=g, dtype=torch.float64),
-            torch.randn(N, d_out, generator=g, dtype=torch.float64))
+from helpers import data, make_net
 
 
 @pytest.mark.parametrize("L", [1, 3, 7, 50, 100])
@@ -121,10 +114,9 @@ def test_torchdiffeq_euler_at_one_step_per_layer_equals_the_resnet(L):
     net = make_net(L=L, M=3)
     x, _ = data()
     X = net.embed(x)
-    net.integrator = "euler"
     ode = odeint(lambda t, y: net.field(int(layer_index(t, net.boundaries(t.dtype, t.device))), y), X,
                  layer_boundaries(L), method="euler")[-1]
-    torch.testing.assert_close(ode, net.euler_states(X)[-1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ode, net.states(X)[-1], rtol=1e-12, atol=1e-12)
 
 
 def exact_piecewise_flow(net, X, substeps=2000):
@@ -147,14 +139,14 @@ def test_rk4_converges_to_exact_piecewise_solution_and_dopri5_agrees():
     exact = exact_piecewise_flow(net, X)
     errors = []
     for k in (1, 2, 4, 8, 16, 32):
-        net.integrator, net.substeps = "rk4", k
+        net.spec = replace(net.spec, integrator="rk4", substeps=k)
         errors.append((net.flow(X) - exact).abs().max().item())
     assert errors[-1] < 1e-7
     # fourth order: halving the step divides the error by about 16
     assert all(e2 < e1 / 8 for e1, e2 in zip(errors, errors[1:])), errors
-    net.integrator, net.rtol, net.atol = "dopri5", 1e-10, 1e-12
+    net.spec = replace(net.spec, integrator="dopri5", rtol=1e-10, atol=1e-12)
     dopri = net.flow(X)
-    net.integrator, net.substeps = "rk4", 64
+    net.spec = replace(net.spec, integrator="rk4", substeps=64)
     assert (dopri - net.flow(X)).abs().max().item() < 1e-6
 
 
@@ -192,21 +184,19 @@ def test_risk_gradient_equals_central_finite_differences():
 
 
 def test_init_schemes_and_scales():
-    p = init_particles(6, 4000, 5, "iid", 2.0, 3.0, 0.5, seed=0, dtype=torch.float64)
+    p = init_particles(6, 4000, 5, scale_u=2.0, scale_w=3.0, scale_b=0.5, seed=0, dtype=torch.float64)
     assert p["u"].shape == (6, 4000, 5) and p["b"].shape == (6, 4000)
     assert abs(p["u"].std().item() - 2.0) < 0.03
     assert abs(p["w"].std().item() - 3.0 / math.sqrt(5)) < 0.02
     assert abs(p["b"].std().item() - 0.5) < 0.01
     assert not torch.equal(p["u"][0], p["u"][1])
-    s = init_particles(6, 10, 5, "shared", 1.0, 1.0, 1.0, seed=0)
+    s = init_particles(6, 10, 5, scheme="shared", seed=0)
     assert all(torch.equal(s[k][0], s[k][l]) for k in "uwb" for l in range(6))
     s["u"][0, 0, 0] += 1  # layers are independent tensors after the copy
     assert not torch.equal(s["u"][0], s["u"][1])
-    assert torch.equal(init_particles(3, 4, 2, "iid", 1, 1, 1, seed=0)["u"],
-                       init_particles(3, 4, 2, "iid", 1, 1, 1, seed=0)["u"])
-    assert not torch.equal(init_particles(3, 4, 2, "iid", 1, 1, 1, seed=0)["u"],
-                           init_particles(3, 4, 2, "iid", 1, 1, 1, seed=1)["u"])
-    zero = init_particles(3, 4, 2, "iid", 0.0, 1, 1, seed=0)
+    assert torch.equal(init_particles(3, 4, 2, seed=0)["u"], init_particles(3, 4, 2, seed=0)["u"])
+    assert not torch.equal(init_particles(3, 4, 2, seed=0)["u"], init_particles(3, 4, 2, seed=1)["u"])
+    zero = init_particles(3, 4, 2, scale_u=0.0, seed=0)
     assert torch.count_nonzero(zero["u"]) == 0
 
 
@@ -219,7 +209,19 @@ def test_orthogonal_embedding_and_readout():
 
 
 def test_relu_warns_once_about_theory():
-    import cotresnet.model as model
-    model._RELU_WARNED = False
+    import cotresnet.activations as activations
+    activations._RELU_WARNED = False
     with pytest.warns(UserWarning, match="regularity assumptions"):
         activation("relu")
+
+
+def test_spec_rebuilds_the_network_and_refuses_mismatched_particles():
+    net = make_net(act="silu", integrator="rk4", substeps=3)
+    again = network_from_meta(net.particles(), net.meta())
+    assert again.spec == net.spec
+    x, _ = data()
+    torch.testing.assert_close(again(x), net(x), rtol=0, atol=0)
+    bad = {**net.particles(), "b": torch.zeros(net.L, net.M + 1, dtype=torch.float64)}
+    with pytest.raises(ValueError, match="b \\(5, 8\\) \\(spec: \\(5, 7\\)\\)"):
+        MeanFieldResNet(bad, net.spec, net.embedding, net.readout)
+    assert NetworkSpec.from_meta({**net.meta(), "parameterization": "mean_field"}) == net.spec

@@ -6,22 +6,24 @@ import pandas as pd
 import pytest
 import torch
 
-from cotresnet.model import ReplicatedResNet, build_model
+from cotresnet.model import ReplicatedResNet, student_network
 from cotresnet.report import collect
 from cotresnet.sweeper import replica_config
-from cotresnet.train import check_config, compose_config, train
-from test_train import TRAIN, cli
+from helpers import TRAIN, cli, read_particles, train_small
 
-BASE = ["model.L=3", "model.M=8", "data.n_train=24", "data.n_test=8", "callbacks.n_probe=12",
-        "trainer.max_steps=40", "callbacks.kernel_every=20", "callbacks.ot_every=20", "trainer.log_every=5",
+BASE = ["trainer.max_steps=40", "callbacks.kernel_every=20", "callbacks.ot_every=20", "trainer.log_every=5",
         "model.dtype=float64"]
 REPLICAS = ["seed=0 init.scale_u=0.5 optim.dt=0.1", "seed=1 init.scale_u=2.0 optim.dt=0.05",
             "seed=2 init.scale_u=1.0 optim.dt=0.2 data.seed=3"]
 
 
-def test_replicated_forward_equals_each_network():
-    cfgs = [replica_config(compose_config(BASE), r) for r in REPLICAS]
-    nets = [build_model(c, 4, 2) for c in cfgs]
+def replicas_override(replicas):
+    return "sweep.replicas=[" + ",".join(f"'{r}'" for r in replicas) + "]"
+
+
+def test_replicated_forward_equals_each_network(small):
+    cfgs = [replica_config(small(*BASE), r) for r in REPLICAS]
+    nets = [student_network(c, 4, 2) for c in cfgs]
     rep = ReplicatedResNet(nets)
     x = torch.randn(3, 10, 4, dtype=torch.float64)
     out = rep(x)
@@ -31,46 +33,36 @@ def test_replicated_forward_equals_each_network():
 
 
 def test_replicas_equal_sequential_runs_to_round_off(tmp_path):
-    job_cfg = compose_config(BASE + ["sweep.vectorize=[seed,init.scale_u,optim.dt,data.seed]"])
-    members = []
+    together, job = train_small(tmp_path / "job", *BASE, replicas_override(REPLICAS))
     for i, r in enumerate(REPLICAS):
-        c = replica_config(job_cfg, r)
-        (tmp_path / f"rep{i}").mkdir()
-        members.append((c, check_config(c), tmp_path / f"rep{i}"))
-    together = train(job_cfg, members[0][1], tmp_path, replicas=members)
-    for i, (c, ds, _) in enumerate(members):
-        alone_dir = tmp_path / f"alone{i}"
-        alone_dir.mkdir()
-        alone = train(c, ds, alone_dir)
-        a = torch.load(alone_dir / "particles.pt", weights_only=True)
-        b = torch.load(tmp_path / f"rep{i}" / "particles.pt", weights_only=True)
+        alone, alone_dir = train_small(tmp_path / f"alone{i}", *BASE, *r.split())
+        rep_dir = job / r.replace(" ", ",")
+        a, b = read_particles(alone_dir), read_particles(rep_dir)
         for which in ("init", "final"):
             for k in "uwb":
                 torch.testing.assert_close(b[which][k], a[which][k], rtol=1e-10, atol=1e-12)
         for key in ("risk_train", "grad_norm2", "pl_ratio", "lambda_min_tangent", "cot_dist_init", "path_length",
                     "risk_predicted"):
             assert together[i]["final"][key] == pytest.approx(alone["final"][key], rel=1e-8), key
-        ma, mb = pd.read_csv(alone_dir / "metrics.csv"), pd.read_csv(tmp_path / f"rep{i}" / "metrics.csv")
+        ma, mb = pd.read_csv(alone_dir / "metrics.csv"), pd.read_csv(rep_dir / "metrics.csv")
         assert list(ma["step"]) == list(mb["step"])
         pd.testing.assert_frame_equal(ma, mb, rtol=1e-8)
         assert together[i]["status"] == alone["status"]
+        assert json.loads((rep_dir / "summary.json").read_text())["seed"] == alone["seed"]
 
 
-def test_a_diverging_replica_stops_alone(tmp_path):
-    job_cfg = compose_config(BASE + ["sweep.vectorize=[optim.dt]", "model.dtype=float32"])
-    members = []
-    for i, r in enumerate(["optim.dt=0.1", "optim.dt=1000"]):
-        c = replica_config(job_cfg, r)
-        (tmp_path / f"rep{i}").mkdir()
-        members.append((c, check_config(c), tmp_path / f"rep{i}"))
-    ok, bad = train(job_cfg, members[0][1], tmp_path, replicas=members)
+def test_a_diverging_replica_stops_alone_with_its_own_step_count(tmp_path):
+    (ok, bad), _ = train_small(tmp_path / "job", *BASE, "model.dtype=float32",
+                               replicas_override(["optim.dt=0.1", "optim.dt=1000"]))
     assert bad["status"] == "diverged" and ok["status"] == "max_steps" and ok["steps"] == 40
+    assert bad["steps"] == bad["diverged_at"] < 40
     assert all(v is None or abs(v) < float("inf") for v in bad["final"].values())
 
 
 @pytest.mark.slow
 def test_vectorized_sweep_is_indistinguishable_to_the_report(tmp_path):
-    args = ["-m", "seed=0,1", "init.scale_u=0.5,1.0", *BASE, "model.M=4,8"]
+    args = ["-m", "seed=0,1", "init.scale_u=0.5,1.0", "model.L=3", "data.n_train=24", "data.n_test=8", *BASE,
+            "model.M=4,8"]
     r1 = cli(TRAIN + args + [f"hydra.sweep.dir={tmp_path / 'seq'}"], cwd=tmp_path)
     r2 = cli(TRAIN + args + ["sweep.vectorize=[seed,init.scale_u]", f"hydra.sweep.dir={tmp_path / 'vec'}"],
              cwd=tmp_path)

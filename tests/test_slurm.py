@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from slurm_local import SlurmCluster, available  # noqa: E402
-from test_train import TRAIN, cli, job_env  # noqa: E402
+from helpers import TRAIN, cli, job_env  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(available()), reason=f"SLURM {available()}")]
 
@@ -24,6 +24,8 @@ LONG = ["model.L=4", "model.M=16", "data.n_train=64", "callbacks.n_probe=32", "t
 def cluster(tmp_path_factory):
     with SlurmCluster(tmp_path_factory.mktemp("slurm")) as c:
         yield c
+    # the helper stops every process the cluster started: daemons, slurmstepd, srun, batch shells
+    assert c.leftovers() == [], "processes of the test cluster survived its stop"
 
 
 def test_sweep_through_the_slurm_launcher(cluster, tmp_path):

@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from cotresnet.checks import check_job
+from cotresnet.job import JobContext, fit
 from cotresnet.report import collect, count_statuses, report
-from cotresnet.train import check_config, compose_config, sweep_job_configs, train
-from test_train import TRAIN, cli
+from cotresnet.train import compose_config, sweep_jobs
+from helpers import TRAIN, cli
 from wandb_offline import wandb_run
 
-TINY = ["model.L=3", "data.n_train=16", "data.n_test=8", "callbacks.n_probe=8", "trainer.max_steps=20",
+TINY = ["model.L=3", "data.n_train=16", "data.n_test=8", "trainer.max_steps=20",
         "callbacks.kernel_every=10", "callbacks.ot_every=10"]
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "experiment").glob("*.yaml"))
 
@@ -50,7 +52,7 @@ def test_2x2_multirun_gives_4_run_directories_and_4_wandb_runs(tmp_path, launche
 def test_every_experiment_composes_and_runs_a_few_steps(tmp_path, name):
     cfg = compose_config([f"experiment={name}", "trainer.max_steps=3"])
     assert cfg.name == name
-    summary = train(cfg, check_config(cfg), tmp_path)
+    (summary,) = fit(check_job(cfg, tmp_path), JobContext())
     assert summary["steps"] >= 1 and (tmp_path / "metrics.csv").is_file()
 
 
@@ -63,10 +65,11 @@ def test_every_experiment_sweep_job_passes_the_checks():
         GlobalHydra.instance().clear()
         with initialize_config_dir(CONF_DIR, version_base="1.3"):
             cfg = compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
-            jobs = list(sweep_job_configs(cfg))
+            jobs = list(sweep_jobs(cfg))
             assert len(jobs) >= 3, name
-            for _, job_cfg in jobs:
-                check_config(job_cfg)
+            assert len({d for _, _, d in jobs}) == len(jobs)  # every job its own directory
+            for _, job_cfg, job_dir in jobs:
+                assert check_job(job_cfg, job_dir).plan.action == "new"
 
 
 @pytest.mark.slow

@@ -1,0 +1,192 @@
+"""Fitting one checked job: its members (one network, or the replicas of a vectorized job) trained
+together into their run directories, from the plan `checks.check_job` made (new, restart, resume)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from . import rundir as RD
+from .checks import JobCheck, kernel_samples
+from .ownership import clear_outputs
+
+log = logging.getLogger("cotresnet")
+
+
+@dataclass
+class JobContext:
+    """What the Hydra face knows about the job: its overrides, Hydra's own config (for .hydra/hydra.yaml),
+    the dashboard group (the sweep) and the job's name there."""
+
+    overrides: List[str] = field(default_factory=list)
+    hydra_cfg: object = None
+    group: Optional[str] = None
+    name: str = "run"
+
+
+def prepare(check: JobCheck, ctx: JobContext) -> None:
+    """Make the run directories this job's: old outputs out first (restart), then identity and config."""
+    clear_outputs(check.plan.clear)
+    RD.write_json(check.run_dir / RD.IDENTITY, check.identity)
+    for m in check.members:
+        hydra_dir = m.run_dir / RD.CONFIG_DIR
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        overrides = [o for o in ctx.overrides if not o.startswith("sweep.")] + (m.replica.split() if m.replica else [])
+        OmegaConf.save(m.cfg, hydra_dir / "config.yaml")
+        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+        if ctx.hydra_cfg is not None:
+            OmegaConf.save(ctx.hydra_cfg, hydra_dir / "hydra.yaml")
+        if m.replica:
+            RD.write_json(m.run_dir / RD.IDENTITY, m.identity)
+        if not (m.run_dir / RD.DATA).exists():
+            from .atomic import atomic_torch_save
+
+            atomic_torch_save(m.dataset.tensors(), m.run_dir / RD.DATA)
+
+
+def quiet_lightning() -> None:
+    """Lightning's banners (accelerator, tips, the srun hint) drown the run's own lines; its warnings stay."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
+
+
+def _trainer(cfg, run_dir: Path, callbacks: list):
+    import lightning as pl
+
+    quiet_lightning()
+    plugins = None
+    if "SLURM_JOB_ID" in os.environ:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        plugins = [SLURMEnvironment(auto_requeue=False)]  # submitit owns signals and requeueing
+    return pl.Trainer(
+        max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator, devices=1, logger=False,
+        callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1,
+        precision="64-true" if cfg.model.dtype == "float64" else "32-true", default_root_dir=str(run_dir),
+        plugins=plugins, **OmegaConf.to_container(cfg.trainer.extra),
+    )
+
+
+def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
+    """Train every member of the job and write its run directory; returns their summaries. Raises
+    resume.Interrupted after writing everything when a signal stopped training."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from . import threads
+    from .callbacks import Cadence, Checkpointer, FlowDiagnostics, StopOnRequest
+    from .data import stack_datasets
+    from .flow import FlowRecord
+    from .loggers import make_loggers
+    from .model import ReplicatedResNet, student_network
+    from .module import COTFlowModule, FlowDataModule
+    from .resume import GracefulStop, Interrupted, set_rng_states
+    from .sweeper import replica_dirname
+
+    t0 = time.time()
+    cfg, members, plan = check.cfg, check.members, check.plan
+    replicated = bool(cfg.sweep.replicas)
+    n_threads = threads.configure(cfg.trainer.threads, members[0].dataset.n_train, cfg.model.M, cfg.model.d, len(members))
+    prepare(check, ctx)
+    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
+    torch.manual_seed(cfg.seed)
+    nets = [student_network(m.cfg, m.dataset.d_in, m.dataset.d_out) for m in members]
+    net = ReplicatedResNet(nets) if replicated else nets[0]
+    if cfg.model.activation == "relu":
+        log.warning("activation=relu lies outside the theory's regularity assumptions (see docs/math.md)")
+    info = check.checkpoint_info or {}
+    start = info.get("global_step", 0)
+    wandb_ids = info.get("wandb_ids") or [uuid.uuid4().hex[:12] for _ in members]
+    module = COTFlowModule(net, [m.cfg.optim.dt for m in members] if replicated else cfg.optim.dt,
+                           cfg.optim.parameterization, cfg.trainer.compile)
+    diags, all_loggers = [], []
+    for r, (m, wid) in enumerate(zip(members, wandb_ids)):
+        loggers = make_loggers(m.cfg, m.run_dir, wid, ctx.name + (f"/{replica_dirname(m.replica)}" if m.replica else ""), ctx.group,
+                               start, concurrent=replicated)
+        spectrum = RD.CSVWriter(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS)
+        spectrum.truncate_from(start)
+        cadence = Cadence(m.cfg.trainer.log_every, m.cfg.callbacks.kernel_every, m.cfg.callbacks.ot_every,
+                          kernel_samples(m.cfg, m.dataset.n_train, m.dataset.d_out), m.cfg.trainer.fail_on_divergence,
+                          full_batch_rows=m.cfg.optim.batch_size is not None)
+        diags.append(FlowDiagnostics(FlowRecord(m.cfg.trainer.converge_ratio), m.dataset.to(net.u.dtype), cadence,
+                                     loggers, spectrum, replica=r if replicated else None))
+        all_loggers.append(loggers)
+    checkpointer = Checkpointer(check.run_dir / RD.CHECKPOINT, cfg.checkpoint_every,
+                                {"fingerprint": check.identity["fingerprint"], "identity": check.identity,
+                                 "wandb_ids": wandb_ids})
+    stop = StopOnRequest()
+    trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, *diags])
+    data = stack_datasets([m.dataset for m in members]) if replicated else members[0].dataset
+    dm = FlowDataModule(data.to(net.u.dtype), cfg.trainer.max_steps, cfg.optim.batch_size, cfg.seed, start=start)
+    if plan.checkpoint is not None:
+        log.info("resuming from %s at step %d", plan.checkpoint, start)
+        set_rng_states(info["rng"])
+    with GracefulStop(stop, checkpointer):
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(plan.checkpoint) if plan.checkpoint else None,
+                        weights_only=True)
+        except SIGTERMException:
+            stop.requested = stop.requested or 15
+    summaries = [_finish(m, module.replica_net(r if replicated else None), diag, loggers, trainer.global_step,
+                         module.tau(r if replicated else None), stop.requested, t0, n_threads)
+                 for r, (m, diag, loggers) in enumerate(zip(members, diags, all_loggers))]
+    if stop.requested is not None:
+        raise Interrupted(stop.requested)
+    return summaries
+
+
+def versions() -> dict:
+    import platform
+
+    import hydra
+    import lightning
+    import torchdiffeq
+
+    from . import __version__
+
+    return {"cotresnet": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+            "torchdiffeq": torchdiffeq.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
+
+
+def _finish(m, net, diag, loggers, global_step: int, tau: float, signum, t0: float, n_threads: int) -> dict:
+    """The final row, particles.pt, summary.json and plots of one trained network; closes its loggers."""
+    from .loggers import finalize_loggers
+    from .plots import plot_run
+
+    rec = diag.record
+    rec.finish(global_step)
+    diag.final_row(net, tau, rec.steps)
+    if signum is not None and rec.status == "max_steps":
+        rec.status = "interrupted"
+    meta = {**net.meta(), "parameterization": m.cfg.optim.parameterization, "fingerprint": m.identity["fingerprint"]}
+    RD.save_particles(m.run_dir / RD.PARTICLES, rec.init, net.particles(), meta)
+    summary = {**rec.summary(tau), "wall_time_s": time.time() - t0, "seed": m.cfg.seed, "versions": versions(),
+               "run_dir": str(m.run_dir), "fingerprint": m.identity["fingerprint"], "tags": list(m.cfg.tags),
+               "threads": n_threads, "kernel_samples": diag.cadence.n_kernel}
+    RD.write_summary(m.run_dir, summary)
+    plot_run(m.run_dir, rec.certificate.radius if rec.certificate else None)
+    finalize_loggers(loggers, m.cfg, summary)
+    return summary
+
+
+def record_failure(check: JobCheck, error: BaseException) -> None:
+    """A job that raised: traceback.txt and a `failed` summary.json in every member's directory."""
+    import traceback
+
+    from .atomic import atomic_write_bytes
+
+    for m in check.members:
+        atomic_write_bytes(m.run_dir / RD.TRACEBACK, traceback.format_exc().encode())
+        RD.write_summary(m.run_dir, {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                     "seed": m.cfg.seed, "versions": versions(), "run_dir": str(m.run_dir)})

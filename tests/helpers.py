@@ -1,0 +1,54 @@
+"""Helpers shared by the test modules (import from here, never from another test module)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+TRAIN = [sys.executable, "-m", "cotresnet.train"]
+SMALL = ["model.L=3", "model.M=8", "data.n_train=24", "data.n_test=8"]
+
+
+def job_env(extra=None):
+    """The environment of a training subprocess: one thread, quiet wandb, and no WANDB_SERVICE (an
+    in-process wandb run of an earlier test exports it; a child would share, and outlive into, its service)."""
+    env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(extra or {})}
+    env.pop("WANDB_SERVICE", None)
+    return env
+
+
+def cli(args, cwd, env=None, timeout=300):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=job_env(env))
+
+
+def train_small(run_dir: Path, *overrides):
+    """Check and fit a small job in-process into run_dir (as the task function would); returns
+    (summary, run_dir). Overrides come after SMALL."""
+    from cotresnet.checks import check_job
+    from cotresnet.job import JobContext, fit
+    from cotresnet.train import compose_config
+
+    cfg = compose_config([*SMALL, *overrides])
+    summaries = fit(check_job(cfg, run_dir), JobContext(list(overrides), name=Path(run_dir).name))
+    return (summaries if cfg.sweep.replicas else summaries[0]), Path(run_dir)
+
+
+def make_net(L=5, M=7, d=4, d_in=3, d_out=2, act="tanh", seed=0, scale_u=1.5, **spec):
+    """A float64 network with random particles (scales 1.5, 1, 0.5), built through its NetworkSpec."""
+    from cotresnet.model import MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, readout_matrix
+
+    p = init_particles(L, M, d, scale_u=scale_u, scale_b=0.5, seed=seed, dtype=torch.float64)
+    s = NetworkSpec(L=L, M=M, d=d, d_in=d_in, d_out=d_out, activation=act, dtype="float64", **spec)
+    return MeanFieldResNet(p, s, embedding_matrix("pad", d, d_in, seed, torch.float64),
+                           readout_matrix("first", d, d_out, seed, torch.float64))
+
+
+def data(N=11, d_in=3, d_out=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(N, d_in, generator=g, dtype=torch.float64),
+            torch.randn(N, d_out, generator=g, dtype=torch.float64))
+
+
+def read_particles(run_dir: Path):
+    return torch.load(Path(run_dir) / "particles.pt", weights_only=True)
