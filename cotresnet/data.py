@@ -174,13 +174,16 @@ def minibatch_indices(n: int, batch_size: int, seed: int, step: int, cache: dict
 
 
 class Minibatches:
-    """Steps `start`..`steps` - 1 of seeded minibatches (minibatch_indices): a resumed run regenerates them."""
+    """Steps `start`..`steps` - 1 of seeded minibatches (minibatch_indices): a resumed run regenerates them.
+
+    Its length is `steps` whatever `start` is: Lightning counts a resumed run's steps within one epoch of
+    `steps` batches (a shorter length would end that epoch early and replay batches in a new one)."""
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, steps: int, seed: int, start: int = 0):
         self.x, self.y, self.bs, self.steps, self.seed, self.start = x, y, batch_size, steps, seed, start
 
     def __len__(self) -> int:
-        return self.steps - self.start
+        return self.steps
 
     def __iter__(self):
         cache = {}

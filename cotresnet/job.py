@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -59,6 +59,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
+    # a resumed run's loaders regenerate every step's batch from its step number (data.Minibatches)
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def _trainer(cfg, run_dir: Path, callbacks: list):
@@ -86,6 +88,7 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
 
     from . import threads
     from .callbacks import Cadence, Checkpointer, FlowDiagnostics, StopOnRequest
+    from .console import progress_callback
     from .data import stack_datasets
     from .flow import FlowRecord
     from .loggers import make_loggers
@@ -115,6 +118,7 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
         loggers = make_loggers(m.cfg, m.run_dir, wid, ctx.name + (f"/{replica_dirname(m.replica)}" if m.replica else ""), ctx.group,
                                start, concurrent=replicated)
         spectrum = RD.CSVWriter(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS)
+        spectrum.start()
         spectrum.truncate_from(start)
         cadence = Cadence(m.cfg.trainer.log_every, m.cfg.callbacks.kernel_every, m.cfg.callbacks.ot_every,
                           kernel_samples(m.cfg, m.dataset.n_train, m.dataset.d_out), m.cfg.trainer.fail_on_divergence,
@@ -126,7 +130,9 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
                                 {"fingerprint": check.identity["fingerprint"], "identity": check.identity,
                                  "wandb_ids": wandb_ids})
     stop = StopOnRequest()
-    trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, *diags])
+    shown = [progress_callback(cfg.trainer.progress, [d.record for d in diags], cfg.trainer.max_steps)] \
+        if cfg.trainer.progress != "none" else []
+    trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, *diags, *shown])
     data = stack_datasets([m.dataset for m in members]) if replicated else members[0].dataset
     dm = FlowDataModule(data.to(net.u.dtype), cfg.trainer.max_steps, cfg.optim.batch_size, cfg.seed, start=start)
     if plan.checkpoint is not None:
@@ -190,3 +196,47 @@ def record_failure(check: JobCheck, error: BaseException) -> None:
         atomic_write_bytes(m.run_dir / RD.TRACEBACK, traceback.format_exc().encode())
         RD.write_summary(m.run_dir, {"status": "failed", "error": f"{type(error).__name__}: {error}",
                                      "seed": m.cfg.seed, "versions": versions(), "run_dir": str(m.run_dir)})
+
+
+def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
+    """Own the job's run directories (one lock each, for the job's life), decide again under the locks
+    (another job may have written there since the first check), then train, or report the run done
+    without touching a file. Returns (the plan's action, the members' summaries). A job that raises
+    leaves traceback.txt and a `failed` summary, and the exception propagates."""
+    from .checks import replan
+    from .ownership import RunLock
+
+    dirs = dict.fromkeys([check.run_dir] + [m.run_dir for m in check.members])
+    locks = []
+    try:
+        for d in dirs:
+            locks.append(RunLock(d).acquire())
+        check = replan(check)
+        if check.plan.action == "done":
+            return "done", [RD.read_summary(m.run_dir) for m in check.members]
+        handler = _file_log(check.run_dir)
+        try:
+            if check.plan.reason:
+                log.info("%s: %s", check.plan.action, check.plan.reason)
+            return check.plan.action, fit(check, ctx)
+        except Exception as e:
+            record_failure(check, e)
+            log.error("job failed: %s (traceback in %s)", e, check.run_dir)
+            raise
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _file_log(run_dir: Path) -> logging.Handler:
+    """train.log in the run directory: every log line of the job (Hydra's own file log is off, so a
+    rerun that finds the run done writes nothing)."""
+    handler = logging.FileHandler(run_dir / RD.LOG)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
+        logging.getLogger().setLevel(logging.INFO)
+    return handler

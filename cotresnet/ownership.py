@@ -134,15 +134,17 @@ def plan(cfg, job_dir: Path, ident: dict, member_dirs: List[Path]) -> Plan:
     job_dir = Path(job_dir)
     dirs = [job_dir] + [d for d in member_dirs if d != job_dir]
     occupied = sorted({f"{d.name}/{n}" if d != job_dir else n for d in dirs for n in _outputs(d)})
+    unreadable = None
     try:
         old = RD.read_json(job_dir / RD.IDENTITY)
     except RD.RunDirError as e:
-        old, occupied = None, occupied or [str(e)]
+        old, unreadable = None, str(e)
     clear = [d / n for d in dirs for n in _outputs(d)]
     if occupied and (old is None or old.get("fingerprint") != ident["fingerprint"]):
         if cfg.overwrite:
             return Plan("restart", clear=clear, reason="overwrite=true: the previous run's files go first")
         what = ("a run of another configuration: " + "; ".join(differences(old, ident)) if old
+                else f"a run whose identity is unreadable ({unreadable})" if unreadable
                 else f"files of no cotresnet run ({', '.join(occupied[:6])})")
         raise ConfigError(f"run directory {job_dir} holds {what}. Choose another directory (hydra.run.dir / "
                           "hydra.sweep.dir) or set overwrite=true to replace it")

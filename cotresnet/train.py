@@ -25,6 +25,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 OUR_SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
                 "hydra_plugins.cotresnet_sweeper.VectorizingSweeper")
 _CHECKED: Dict[Path, Any] = {}  # job checks the Hydra callbacks made in this process, by run directory
+_SWEEP: Dict[str, Any] = {}  # the running sweep's directory and progress monitor (main process)
 
 
 def register_resolvers() -> None:
@@ -110,6 +111,7 @@ def _check_sweep(config: DictConfig) -> None:
         refuse(f"{len(bad)} sweep job(s) refused, nothing launched:\n  " + "\n  ".join(bad))
     if set(plans) - {"new"}:
         print("sweep plan: " + ", ".join(f"{n} {a}" for a, n in sorted(plans.items())), file=sys.stderr)
+    return sum(plans.values())
 
 
 class ValidateConfig(HydraCallback):
@@ -122,13 +124,26 @@ class ValidateConfig(HydraCallback):
         _CHECKED[run_dir] = checked(check_job, _task_config(config), run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .console import SweepMonitor
+
+        total = None
         if config.hydra.sweeper._target_ in OUR_SWEEPERS:  # other sweepers choose jobs as they go
-            checked(_check_sweep, config)
+            total = checked(_check_sweep, config)
+        _SWEEP["dir"] = Path(str(config.hydra.sweep.dir))
+        _SWEEP["monitor"] = SweepMonitor(_SWEEP["dir"], total).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from .report import count_statuses
+        _end_sweep()
 
-        print(count_statuses(Path(config.hydra.sweep.dir)))
+
+def _end_sweep(suffix: str = "") -> None:
+    """Stop the sweep's monitor and print its count line."""
+    from .report import count_statuses
+
+    if "monitor" in _SWEEP:
+        _SWEEP.pop("monitor").stop()
+    if "dir" in _SWEEP:
+        print(count_statuses(_SWEEP.pop("dir")) + suffix, flush=True)
 
 
 def _multirun() -> bool:
@@ -147,54 +162,30 @@ def _context(run_dir: Path):
 
 
 def run(cfg: DictConfig):
-    """The task function: (re)check the job, own its directory, train or report it done."""
-    from .checks import check_job, replan
+    """The task function: (re)check the job, then own its directory and train it, or report it done."""
+    from .checks import check_job
     from .console import print_summary
-    from .job import fit, record_failure
-    from .ownership import RunLock
+    from .job import execute
 
     run_dir = Path(HydraConfig.get().runtime.output_dir).absolute()
-    check = _CHECKED.pop(run_dir, None) or check_job(cfg, run_dir)
-    locks = [RunLock(d).acquire() for d in dict.fromkeys([run_dir] + [m.run_dir for m in check.members])]
-    handler = None
     try:
-        check = replan(check)
-        if check.plan.action == "done":
-            from .rundir import read_summary
-
-            print(f"already done ({check.plan.reason}): {run_dir}")
-            return _returned(cfg, [read_summary(m.run_dir) for m in check.members])
-        handler = _file_log(run_dir)
-        if check.plan.reason:
-            log.info("%s: %s", check.plan.action, check.plan.reason)
-        try:
-            summaries = fit(check, _context(run_dir))
-        except Exception as e:
-            record_failure(check, e)
-            log.error("job failed: %s (traceback in %s)", e, run_dir)
-            if _multirun():
-                return {"status": "failed"}  # the sweep goes on; the report counts it
-            raise
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
-        for lock in locks:
-            lock.release()
-    for s in summaries:
-        print_summary(s)
+        check = _CHECKED.pop(run_dir, None) or check_job(cfg, run_dir)
+        action, summaries = execute(check, _context(run_dir))
+    except ConfigError as e:  # another job took the directory after the first check
+        if not _multirun():
+            refuse(str(e))
+        log.error("job refused: %s", e)
+        return math.nan if cfg.optimized_metric else {"status": "refused"}
+    except Exception:
+        if _multirun():
+            return math.nan if cfg.optimized_metric else {"status": "failed"}  # the sweep goes on; the report counts it
+        raise
+    if action == "done":
+        print(f"already done ({check.plan.reason}): {run_dir}")
+    else:
+        for s in summaries:
+            print_summary(s)
     return _returned(cfg, summaries)
-
-
-def _file_log(run_dir: Path) -> logging.Handler:
-    """train.log in the run directory: every log line of the job (Hydra's own file log is off, so a
-    rerun that finds the run done writes nothing)."""
-    from .rundir import LOG
-
-    handler = logging.FileHandler(run_dir / LOG)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
 
 
 def _returned(cfg, summaries: List[dict]):
@@ -229,11 +220,7 @@ def main() -> None:
         _hydra_main()
     except (Interrupted, KeyboardInterrupt) as e:
         code = getattr(e, "code", 130)
-        sweep = HydraConfig.get().sweep.dir if HydraConfig.initialized() and _multirun() else None
-        if sweep:
-            from .report import count_statuses
-
-            print(count_statuses(Path(sweep)) + " (interrupted: nothing more is launched)")
+        _end_sweep(" (interrupted: nothing more is launched)")
         print(f"cotresnet: interrupted (exit {code})", file=sys.stderr)
         sys.exit(code)
 
@@ -265,4 +252,7 @@ def _sweeps_by_config(loader, overrides) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m cotresnet.train`: run the package module's main, whose globals the Hydra callbacks share
+    from cotresnet.train import main as package_main
+
+    package_main()

@@ -22,15 +22,16 @@ def cli(args, cwd, env=None, timeout=300):
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=job_env(env))
 
 
-def train_small(run_dir: Path, *overrides):
-    """Check and fit a small job in-process into run_dir (as the task function would); returns
-    (summary, run_dir). Overrides come after SMALL."""
+def train_small(run_dir: Path, *overrides, action=None):
+    """Check and run a small job in-process in run_dir, as the task function does (locks, plan, fit);
+    returns (summary, run_dir). Overrides come after SMALL. `action`: the plan's expected action."""
     from cotresnet.checks import check_job
-    from cotresnet.job import JobContext, fit
+    from cotresnet.job import JobContext, execute
     from cotresnet.train import compose_config
 
     cfg = compose_config([*SMALL, *overrides])
-    summaries = fit(check_job(cfg, run_dir), JobContext(list(overrides), name=Path(run_dir).name))
+    done, summaries = execute(check_job(cfg, run_dir), JobContext(list(overrides), name=Path(run_dir).name))
+    assert action is None or done == action, (done, action)
     return (summaries if cfg.sweep.replicas else summaries[0]), Path(run_dir)
 
 
