@@ -1,0 +1,244 @@
+"""A mean-field ResNet whose particles also carry a depth s_j in [0, 1]: COT against Wasserstein.
+
+Particle j = 1..J carries theta_j = (u_j, w_j, b_j), u_j, w_j in R^d, b_j in R, and a depth s_j. The field is
+    F(s, x) = (1/J) sum_j k_h(s, s_j) u_j sigma(w_j . x + b_j),
+k_h a smooth probability density of bandwidth h reflected at 0 and 1, so that int_0^1 k_h(s, s_j) ds = 1 for
+every s_j: the depth marginal of mu is (1/J) sum_j k_h(., s_j). X(0) = E x, dX/ds = F(s, X), output R X(1).
+    COT:         d theta_j/dt = -J dRisk/d theta_j,  d s_j/dt = 0
+    Wasserstein: d theta_j/dt = -J dRisk/d theta_j,  d s_j/dt = -kappa J dRisk/d s_j
+With s_j = (l + 1/2)/L (M particles per layer, J = L M) and a kernel supported inside its layer, the time
+change tau(s) = int_0^s k_h(r, s_l) dr turns each bump into the layer's field (1/M) sum_m phi run for 1/L: the
+exact solution is then the layered model's exact solution, for every such h and kernel shape.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint, odeint_adjoint
+
+from cotresnet.activations import activation
+
+_BUMP_MASS = 0.443993816168079437823  # int_{-1}^{1} exp(-1 / (1 - z^2)) dz (mpmath, 30 digits)
+
+
+def _gaussian(z: Tensor) -> Tensor:
+    return torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def _bump(z: Tensor) -> Tensor:
+    inside = z.abs() < 1
+    # 1 outside the support keeps exp(-1/q) and its gradient finite where the where() discards them
+    q = torch.where(inside, 1.0 - z * z, torch.ones_like(z))
+    return torch.where(inside, torch.exp(-1.0 / q), torch.zeros_like(z)) / _BUMP_MASS
+
+
+def _triweight(z: Tensor) -> Tensor:
+    return (35.0 / 32.0) * (1.0 - z * z).clamp(min=0.0) ** 3
+
+
+# name -> (base density K on R with int K = 1, K(-z) = K(z); radius in units of h beyond which K is
+# neglected). Gaussian: 2 P(|Z| > 9) = 2.3e-19, below float64 eps; bump (C-infinity) and triweight (C^2): exact.
+KERNELS = {"gaussian": (_gaussian, 9.0), "bump": (_bump, 1.0), "triweight": (_triweight, 1.0)}
+
+
+def fold_depth(s: Tensor) -> Tensor:
+    """Reflect depths into [0, 1] (period 2, mirror at 0 and 1): (...) -> (...); identity, bitwise, on [0, 1].
+
+    The reflected kernel is invariant under this map, so the model, its risk and dRisk/ds are too.
+    """
+    r = torch.remainder(s, 2.0)
+    return torch.where(r > 1.0, 2.0 - r, r)
+
+
+def reflected_kernel(s: Tensor, sj: Tensor, h: float, name: str = "gaussian") -> Tensor:
+    """k_h(s, s_j) = sum_n [K_h(s - s_j - 2n) + K_h(s + s_j - 2n)], K_h(z) = K(z / h) / h.
+
+    s: (...) depths (a 0-dim tensor for one depth), sj: (J,) -> (..., J). The images of s_j under the
+    reflections at 0 and 1 tile the real line, so int_0^1 k_h(s, s_j) ds = int_R K_h = 1 for any s_j in [0, 1]
+    (s_j outside is folded in first). Images n = -N..N cover [-2N - 1, 2N + 1], at least 2N from any
+    s_j in [0, 1]: N = max(1, ceil(radius h / 2)) keeps every image that carries mass.
+    """
+    base, radius = KERNELS[name]
+    n = max(1, math.ceil(radius * h / 2))
+    shifts = 2.0 * torch.arange(-n, n + 1, dtype=sj.dtype, device=sj.device)
+    sj = fold_depth(sj)
+    direct = (s[..., None] - sj)[..., None] - shifts
+    mirror = (s[..., None] + sj)[..., None] - shifts
+    return (base(direct / h) + base(mirror / h)).sum(-1) / h
+
+
+def layer_grid_depths(L: int, M: int, dtype=torch.float64, device=None) -> Tensor:
+    """s_j = (l + 1/2) / L for particle j = l M + m: (L M,)."""
+    return ((torch.arange(L, dtype=dtype, device=device) + 0.5) / L).repeat_interleave(M)
+
+
+class _DepthField(nn.Module):
+    """F(s, x) as torchdiffeq wants it: f(t, y)."""
+
+    def __init__(self, net: "DepthMobileResNet"):
+        super().__init__()
+        self.net = net
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        return self.net.field(t, x)
+
+
+class DepthMobileResNet(nn.Module):
+    """X(0) = E x, dX/ds = (1/J) sum_j k_h(s, s_j) u_j sigma(w_j . X + b_j), output R X(1).
+
+    Parameters s: (J,), u, w: (J, d), b: (J,). Buffers embedding: (d, d_in), readout: (d_out, d).
+    integrator: `euler` and `rk4` take `steps` uniform steps over [0, 1] (from_layered: steps = L substeps);
+    `dopri5` is adaptive (rtol, atol) and must land on a grid of spacing <= h, so that no bump is stepped
+    over where the field is zero around it. Fixed steps must be well below h: a step longer than h can step
+    over a compact bump entirely, and Euler with step h gives a bump the wrong mass.
+    `adjoint` solves with torchdiffeq's odeint_adjoint: its gradient discretizes the continuous one, and
+    dRisk/ds_j is a nearly cancelling integral of k_h', so its relative error is far above theta's
+    (rk4, 200 steps, h 0.08: 4e-5 against 1e-10; euler: O(dt / h) of the cancelling integral, unusable).
+    """
+
+    def __init__(
+        self, s: Tensor, u: Tensor, w: Tensor, b: Tensor, activation_name: str, embedding: Tensor,
+        readout: Tensor, h: float, kernel: str = "gaussian", integrator: str = "rk4", steps: int = 64,
+        rtol: float = 1e-7, atol: float = 1e-9, adjoint: bool = False,
+    ):
+        super().__init__()
+        if kernel not in KERNELS or integrator not in ("euler", "rk4", "dopri5"):
+            raise ValueError(f"unknown kernel {kernel!r} or integrator {integrator!r}")
+        if integrator != "dopri5" and 1.0 / steps > h:
+            warnings.warn(f"step 1/{steps} exceeds the bandwidth h={h}: the solver can miss bumps", stacklevel=2)
+        self.s = nn.Parameter(fold_depth(s.to(u.dtype)))
+        self.u, self.w, self.b = nn.Parameter(u), nn.Parameter(w), nn.Parameter(b)
+        self.register_buffer("embedding", embedding.to(u.dtype))
+        self.register_buffer("readout", readout.to(u.dtype))
+        self.activation_name = activation_name
+        self.sigma = activation(activation_name)  # relu warns: outside the theory's regularity
+        self.h, self.kernel, self.integrator, self.steps = h, kernel, integrator, steps
+        self.rtol, self.atol, self.adjoint = rtol, atol, adjoint
+
+    @classmethod
+    def from_layered(cls, particles: Dict[str, Tensor], activation_name: str, embedding: Tensor, readout: Tensor,
+                     h: float, substeps: int = 8, **kw) -> "DepthMobileResNet":
+        """From layered particles {u: (L, M, d), w: (L, M, d), b: (L, M)}: s on (l + 1/2)/L, j = l M + m,
+        steps = L substeps. The bump of particle (l, m) carries its layer's field mass 1/(L M)."""
+        L, M, _ = particles["u"].shape
+        s = layer_grid_depths(L, M, particles["u"].dtype, particles["u"].device)
+        flat = {k: particles[k].reshape(L * M, *particles[k].shape[2:]).clone() for k in ("u", "w", "b")}
+        return cls(s, flat["u"], flat["w"], flat["b"], activation_name, embedding, readout, h,
+                   steps=L * substeps, **kw)
+
+    @property
+    def J(self) -> int:
+        return self.u.shape[0]
+
+    def field(self, t: Tensor, x: Tensor) -> Tensor:
+        """F(t, x): x (N, d) -> (N, d). Particles whose kernel weight is exactly 0 at t are skipped
+        (compact kernels, underflowed Gaussian tails): same value and gradient, cost ~ the active ones."""
+        k = reflected_kernel(t, self.s, self.h, self.kernel) / self.J
+        u, w, b = self.u, self.w, self.b
+        active = k != 0
+        if not bool(active.all()):  # a host sync per evaluation; on GPU the price of the sparsity
+            idx = active.nonzero().squeeze(1)
+            k, u, w, b = k[idx], u[idx], w[idx], b[idx]
+        return self.sigma(torch.addmm(b, x, w.T)) @ (k[:, None] * u)
+
+    def flow(self, X0: Tensor) -> Tensor:
+        """X(1) from X(0): (N, d) -> (N, d)."""
+        solve = odeint_adjoint if self.adjoint else odeint
+        extra = {"adjoint_params": tuple(self.parameters())} if self.adjoint else {}
+        t = torch.tensor([0.0, 1.0], dtype=X0.dtype, device=X0.device)
+        if self.integrator == "dopri5":
+            grid = torch.linspace(0.0, 1.0, math.ceil(1.0 / self.h) + 1, dtype=X0.dtype, device=X0.device)
+            options = {"step_t": grid[1:-1]} if grid.numel() > 2 else {}
+            return solve(_DepthField(self), X0, t, method="dopri5", rtol=self.rtol, atol=self.atol,
+                         options=options, **extra)[-1]
+        # built from the solver's own t: the adjoint's backward pass runs it on the mirrored interval
+        grid = lambda f, y0, tt: torch.linspace(float(tt[0]), float(tt[-1]), self.steps + 1, dtype=tt.dtype,
+                                                device=tt.device)
+        return solve(_DepthField(self), X0, t, method=self.integrator, options={"grid_constructor": grid},
+                     **extra)[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, d_in) -> (N, d_out)."""
+        return self.flow(x @ self.embedding.T) @ self.readout.T
+
+    def risk(self, x: Tensor, y: Tensor) -> Tensor:
+        """(1/N) sum_i 1/2 |R X_1(x_i) - y_i|^2."""
+        return 0.5 * (self(x) - y).pow(2).sum(-1).mean()
+
+    def particles(self) -> Dict[str, Tensor]:
+        """Detached copies {s: (J,), u: (J, d), w: (J, d), b: (J,)}; s folded into [0, 1], the depths the
+        model uses (an optimizer other than flow_step may push the stored s outside)."""
+        p = {k: getattr(self, k).detach().clone() for k in ("u", "w", "b")}
+        return {"s": fold_depth(self.s.detach()).clone(), **p}
+
+
+def flow_step(net: DepthMobileResNet, x: Tensor, y: Tensor, dt: float, geometry: str = "cot",
+              kappa: float = 1.0) -> Tuple[Tensor, Tensor]:
+    """One explicit Euler step of the COT or Wasserstein gradient flow, in place on `net`.
+
+    theta_j -= dt J dRisk/dtheta_j; `wasserstein` also s_j -= dt kappa J dRisk/ds_j, then folds s into
+    [0, 1] (the model is invariant under the fold, and dRisk/ds_j = 0 at s_j in {0, 1}, so the exact flow
+    never leaves [0, 1]: the fold only undoes a discrete overshoot). Under `cot` s is not touched.
+    Returns (risk, G) of the particles before the step, G = J sum_j (|dRisk/dtheta_j|^2
+    [+ kappa |dRisk/ds_j|^2]), so that along the exact flow dRisk/dt = -G.
+    """
+    if geometry not in ("cot", "wasserstein"):
+        raise ValueError(f"unknown geometry {geometry!r}")
+    moves_depth = geometry == "wasserstein"
+    theta = (net.u, net.w, net.b)
+    risk = net.risk(x, y)
+    grads = torch.autograd.grad(risk, theta + ((net.s,) if moves_depth else ()))
+    J = net.J
+    G = J * sum(g.pow(2).sum() for g in grads[:3])
+    with torch.no_grad():
+        for p, g in zip(theta, grads):
+            p.sub_(dt * J * g)
+        if moves_depth:
+            G = G + kappa * J * grads[3].pow(2).sum()
+            net.s.copy_(fold_depth(net.s - dt * kappa * J * grads[3]))
+    return risk.detach(), G.detach()
+
+
+def depth_w2_to_uniform(s: Tensor) -> Tensor:
+    """W_2^2 (squared) between the atoms (1/J) sum_j delta_{s_j} and Lebesgue on [0, 1], float64: 0-dim.
+
+    int_0^1 |Q(q) - q|^2 dq with Q = s_(i) on ((i - 1)/J, i/J]; each piece integrates to
+    (s_(i) - c_i)^2 / J + 1 / (12 J^3), c_i = (i - 1/2)/J. On the layer grid (M atoms at each (l + 1/2)/L)
+    it is 1 / (12 L^2).
+    """
+    x = torch.sort(s.detach().to(torch.float64).reshape(-1)).values
+    J = x.numel()
+    c = (torch.arange(J, dtype=torch.float64, device=x.device) + 0.5) / J
+    return (x - c).pow(2).mean() + 1.0 / (12.0 * J * J)
+
+
+def depth_max_gap(s: Tensor) -> Tensor:
+    """The largest gap between consecutive sorted depths, the ends 0 and 1 included: 0-dim float64.
+    Layer grid: 1/L; all depths at p: max(p, 1 - p)."""
+    x = torch.sort(s.detach().to(torch.float64).reshape(-1)).values
+    ends = x.new_tensor([0.0]), x.new_tensor([1.0])
+    return torch.cat([ends[0], x, ends[1]]).diff().max()
+
+
+def depth_effective_layers(s: Tensor, L: int) -> Tensor:
+    """L_eff = 1 / max_a mu([a, a + 1/(2L))), mu = (1/J) sum_j delta_{s_j}: 0-dim float64.
+
+    The largest fraction of depths in any half-open window half a layer wide, as a number of layers: the
+    layer grid gives L (and keeps giving L under any jitter below 1/(4L): a window of width 1/L would drop
+    to about L/2 as soon as one depth moves, since adjacent grid depths are exactly 1/L apart), all depths
+    within 1/(2L) give 1, two clusters further apart with fractions p, 1 - p give 1 / max(p, 1 - p), an
+    even spread of many depths about 2L. The max is attained at windows starting at a depth.
+    """
+    x = torch.sort(s.detach().to(torch.float64).reshape(-1)).values
+    counts = torch.searchsorted(x, x + 0.5 / L) - torch.arange(x.numel(), device=x.device)
+    return x.numel() / counts.max().to(torch.float64)
+
+
+def depth_histogram(s: Tensor, bins: int) -> Tensor:
+    """Counts of depths in `bins` equal bins of [0, 1] (s = 1 in the last): (bins,) long."""
+    idx = (s.detach().to(torch.float64).reshape(-1) * bins).floor().long().clamp(0, bins - 1)
+    return torch.bincount(idx, minlength=bins)
