@@ -1,0 +1,162 @@
+"""Certified W_2 / W_COT brackets against brute force: all permutations, scipy's assignment, explicit
+permutation costs and dual feasibility on the full cost matrix."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from cotresnet import transport as T
+
+torch.set_num_threads(1)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def cost_matrix(a, b):
+    """|a_i - b_j|^2 from differences, float64: (M, M)."""
+    return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+
+
+def clouds(kind, M, k, seed):
+    g = gen(seed)
+    a = torch.randn(M, k, generator=g, dtype=torch.float64)
+    noise = torch.randn(M, k, generator=g, dtype=torch.float64)
+    if kind == "barely":  # the same particles, relabelled, moved by 1e-3
+        return a, a[torch.randperm(M, generator=g)] + 1e-3 * noise
+    if kind == "moved":
+        return a, a + noise
+    if kind == "far":
+        return a, 3 * a + 2 * noise + 1
+    if kind == "independent":
+        return a, noise
+    if kind == "duplicates":  # few distinct points, many copies of each
+        pick = torch.randint(0, min(3, M), (2, M), generator=g)
+        return a[pick[0]], noise[pick[1] % 2]
+    if kind == "permuted":  # W_2 = 0 exactly
+        return a, a[torch.randperm(M, generator=g)]
+    raise ValueError(kind)
+
+
+def assert_certified(br, a, b, exact):
+    tol = 1e-9 * exact + 1e-13
+    assert br.lower2 <= exact + tol and exact <= br.upper2 + tol
+    assert br.lower2 <= br.upper2
+    M = a.shape[0]
+    assert torch.equal(br.perm.sort().values, torch.arange(M))  # a permutation
+    assert br.upper2 == pytest.approx(T.perm_cost(a, b, br.perm), rel=1e-12, abs=0)
+    # the dual pair is feasible against costs from differences, and certifies no more than lower2
+    assert (br.f[:, None] + br.g[None, :] <= cost_matrix(a, b)).all()
+    assert (br.f.mean() + br.g.mean()).item() <= br.lower2
+
+
+def test_exact_path_equals_all_permutations():
+    for M, k, seed in itertools.product(range(1, 7), (1, 2, 5), range(3)):
+        a, b = clouds("independent", M, k, seed)
+        C = cost_matrix(a, b)
+        brute = min(C[range(M), list(s)].mean().item() for s in itertools.permutations(range(M)))
+        ex = T.w2_bracket(a, b)
+        assert ex.exact and ex.lower2 == ex.upper2 == pytest.approx(brute, rel=1e-12, abs=1e-15)
+        if M >= 2:
+            assert_certified(T.w2_bracket(a, b, exact_max_m=0), a, b, brute)
+
+
+@pytest.mark.parametrize("kind", ["barely", "moved", "far", "independent", "duplicates", "permuted"])
+@pytest.mark.parametrize("M,k", [(2, 1), (9, 3), (60, 33), (150, 2), (400, 5), (400, 33)])
+def test_bracket_contains_the_exact_value(kind, M, k):
+    for seed in range(2):
+        a, b = clouds(kind, M, k, 100 * seed + M + k)
+        exact = T.exact_w2(a, b).upper2
+        br = T.w2_bracket(a, b, exact_max_m=0, seed=seed)
+        assert not br.exact
+        assert_certified(br, a, b, exact)
+        assert br.upper2 <= T.perm_cost(a, b, torch.arange(M)) * (1 + 1e-12)  # never worse than labels
+        assert br.lower2 >= (a.mean(0) - b.mean(0)).pow(2).sum().item() * (1 - 1e-12) - 1e-15
+
+
+def test_default_budget_is_tight():
+    for kind in ("barely", "moved", "independent"):
+        a, b = clouds(kind, 400, 33, 7)
+        br = T.w2_bracket(a, b, exact_max_m=0)
+        assert br.upper2 - br.lower2 <= 1e-3 * br.upper2, kind
+
+
+def test_small_blocks_change_nothing_certified():
+    a, b = clouds("moved", 300, 4, 3)
+    exact = T.exact_w2(a, b).upper2
+    for block in (1, 17, 1000, 10 ** 8):
+        assert_certified(T.w2_bracket(a, b, block=block, exact_max_m=0), a, b, exact)
+
+
+def test_a_phase_that_gives_up_leaves_a_certified_bracket(monkeypatch):
+    monkeypatch.setattr(T, "PHASE_BIDS", 1)
+    for kind in ("duplicates", "far", "independent"):
+        a, b = clouds(kind, 200, 3, 2)
+        assert_certified(T.w2_bracket(a, b, exact_max_m=0), a, b, T.exact_w2(a, b).upper2)
+
+
+def test_one_dimensional_projection_is_exact():
+    for M, seed in itertools.product((1, 5, 64, 333), range(3)):
+        a, b = clouds("far", M, 1, seed)
+        exact = T.exact_w2(a, b).upper2
+        assert T.sliced_lower2(a, b) == pytest.approx(exact, rel=1e-9, abs=1e-15)
+        assert T.sliced_lower2(a, b) <= exact * (1 + 1e-12)
+
+
+def test_sliced_bound_is_a_lower_bound():
+    for kind, k in itertools.product(("moved", "far", "independent", "duplicates"), (2, 3, 8)):
+        a, b = clouds(kind, 120, k, k)
+        assert T.sliced_lower2(a, b, n_random=4, seed=k) <= T.exact_w2(a, b).upper2 * (1 + 1e-12)
+
+
+def test_bracket_tightens_with_budget():
+    for kind, k in (("independent", 5), ("far", 33), ("moved", 2)):
+        a, b = clouds(kind, 300, k, 11)
+        exact = T.exact_w2(a, b).upper2
+        brs = [T.w2_bracket(a, b, budget=n, exact_max_m=0, seed=1) for n in range(9)]
+        for br in brs:
+            assert_certified(br, a, b, exact)
+        for small, large in zip(brs, brs[1:]):
+            assert large.lower2 >= small.lower2 and large.upper2 <= small.upper2
+        assert brs[-1].upper2 - brs[-1].lower2 < 0.05 * (brs[0].upper2 - brs[0].lower2)
+
+
+def test_below_threshold_the_bracket_is_exact():
+    a, b = clouds("moved", 200, 3, 5)
+    for budget in (0, 3):
+        br = T.w2_bracket(a, b, budget=budget, exact_max_m=200)
+        assert br.exact and br.lower2 == br.upper2 == T.exact_w2(a, b).upper2
+    assert not T.w2_bracket(a, b, exact_max_m=199).exact
+
+
+def particles(L, M, d, seed, like=None, move=1.0):
+    g = gen(seed)
+    shape = {"u": (L, M, d), "w": (L, M, d), "b": (L, M)}
+    p = {k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in shape.items()}
+    return p if like is None else {k: like[k] + move * p[k] for k in p}
+
+
+def test_cot_bracket_matches_the_exact_distance():
+    from cotresnet.diagnostics import cot_distance
+    p = particles(3, 40, 2, 0)
+    for move in (1e-2, 1.0):
+        q = particles(3, 40, 2, 1, like=p, move=move)
+        exact = cot_distance(p, q)
+        ex = T.cot_distance_bracket(p, q)
+        assert ex.method == "exact" and ex.relative_width == 0.0
+        assert ex.lower == ex.upper == ex.exact == pytest.approx(exact, rel=1e-12)
+        br = T.cot_distance_bracket(p, q, exact_max_m=0)
+        assert br.method == "auction" and br.exact is None and len(br.layers) == 3
+        assert br.lower <= exact * (1 + 1e-9) and exact <= br.upper * (1 + 1e-9)
+        assert br.relative_width == pytest.approx((br.upper - br.lower) / br.upper)
+        assert br.upper ** 2 == pytest.approx(sum(x.upper2 for x in br.layers) / 3, rel=1e-12)
+        assert br.relative_width < 1e-3
+
+
+def test_cot_bracket_of_identical_networks_is_zero():
+    p = particles(2, 30, 3, 4)
+    br = T.cot_distance_bracket(p, p, exact_max_m=0)
+    assert br.lower == 0.0 and br.upper == 0.0 and br.relative_width == 0.0
+    assert math.isclose(T.cot_distance_bracket(p, p).exact, 0.0)
