@@ -1,0 +1,304 @@
+"""Threshold search: the value of one config key (e.g. model.M) where training starts to succeed,
+per combination of the other swept keys, found by bracketing and bisection, round by round.
+
+A point (combination, value) runs over the configured seeds; it is a success if the fraction of
+successful seeds is >= `fraction`. Write u = log(value) (or value itself when `log` is False).
+With direction "above" the success side is the upper one (M large enough converges); with
+"below" it is the lower one (an init scale small enough). Per combination:
+
+1. Evaluate both ends of the initial bracket [lo, hi].
+2. Both ends on one side: expand towards the threshold, keeping the near end: the new far end is
+   lo / factor or hi * factor (log space), lo - factor (hi - lo) or hi + factor (hi - lo)
+   (linear space); integers round outward (floor / ceil) and everything is clipped to `limits`
+   (integers in log space to >= 1). If the far end cannot move (it sits on a limit) or
+   `max_expansions` expansions are spent, the combination stops as "unbracketed": both ends of
+   its reported bracket lie on the same side, the threshold beyond the end at the limit.
+3. Ends on opposite sides: bisect at the midpoint in u (geometric midpoint in log space);
+   integers round it to the nearest integer (halves up) strictly inside (lo, hi). The midpoint
+   replaces the end on its own side. Stop ("converged") when hi / lo <= ratio (log space),
+   hi - lo <= width (linear space), or, for integers, hi - lo <= 1.
+
+Noise: the search trusts each point's verdict. Bisection keeps the invariant "lo on the lower
+side, hi on the upper side, no evaluated point inside (lo, hi)", so a wrong verdict (say a
+spurious success below the true threshold) moves the bracket to a false crossing, but the search
+still terminates and never evaluates a value twice; the logistic fit (threshold_stats) weighs
+every seed's outcome. Initial ends on the wrong sides (lo upper, hi lower; most often a wrong
+`direction`) stop the combination as "inverted".
+
+Resume: the state is a pure function of the stored outcomes. Each query replays the search from
+the initial brackets, taking each round's verdicts from the outcome table, up to the first round
+with a missing (value, seed); so loading a table saved on disk resumes exactly where the search
+stopped, and next_points() asks only for what is missing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Mapping, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .threshold_stats import LogisticFit, PowerLawFit, logistic_threshold, power_law_fit
+
+__all__ = ["SearchConfig", "CombinationState", "PointRequest", "ThresholdSearch",
+           "logistic_threshold", "power_law_fit", "LogisticFit", "PowerLawFit"]
+
+RUNNING, CONVERGED, UNBRACKETED, INVERTED = "running", "converged", "unbracketed", "inverted"
+OUTCOME_COLUMNS = ["combination", "value", "seed", "success"]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One threshold search. `combinations` label the other swept keys' values (e.g.
+    "data.n_train=64"); `brackets` overrides [lo, hi] per label. `replicas`: the seeds of a point
+    run as one job (cotresnet's vectorized replicas), else one job per seed."""
+    key: str
+    lo: float
+    hi: float
+    combinations: Tuple[str, ...] = ("all",)
+    brackets: Mapping[str, Tuple[float, float]] = field(default_factory=dict)
+    integer: bool = False
+    log: bool = True
+    direction: str = "above"
+    seeds: Tuple[int, ...] = (0,)
+    fraction: float = 0.5
+    ratio: float = 1.1
+    width: float = 0.0
+    factor: float = 4.0
+    limits: Tuple[float, float] = (-math.inf, math.inf)
+    max_expansions: int = 4
+    replicas: bool = True
+
+    def __post_init__(self):
+        if self.direction not in ("above", "below"):
+            raise ValueError(f"direction must be 'above' or 'below', not {self.direction!r}")
+        if self.log and self.ratio <= 1 + 1e-6 or not (self.log or self.integer or self.width > 0):
+            raise ValueError("need ratio > 1 (log space) or width > 0 (linear space)")
+        if self.factor <= 1 or not 0 < self.fraction <= 1 or not self.seeds:
+            raise ValueError("need factor > 1, 0 < fraction <= 1 and at least one seed")
+        if len(set(self.combinations)) != len(self.combinations) or set(self.brackets) - set(self.combinations):
+            raise ValueError("combinations must be unique and cover every key of brackets")
+        for c in self.combinations:
+            lo, hi = self.bracket(c)
+            if not (self.lower_limit <= lo < hi <= self.limits[1]) or (self.log and lo <= 0):
+                raise ValueError(f"bracket [{lo}, {hi}] of {c!r} is empty, outside limits or not > 0 in log space")
+
+    @property
+    def lower_limit(self) -> float:
+        # log space needs positive values; integer ones start at 1
+        return max(self.limits[0], 1) if self.integer and self.log else self.limits[0]
+
+    def bracket(self, combination: str) -> Tuple[float, float]:
+        lo, hi = self.brackets.get(combination, (self.lo, self.hi))
+        return self.norm(lo), self.norm(hi)
+
+    def norm(self, value) -> float:
+        """The canonical form of a value, so values read back from disk match the ones asked for:
+        ints for integer keys, floats cut to 10 significant digits (also short overrides)."""
+        return int(round(float(value))) if self.integer else float(f"{float(value):.10g}")
+
+
+@dataclass(frozen=True)
+class CombinationState:
+    """Where one combination's search stands. lo_above / hi_above: whether that end lies above
+    the threshold (None while unevaluated); rounds: rounds whose outcomes were applied."""
+    combination: str
+    lo: float
+    hi: float
+    lo_above: bool | None = None
+    hi_above: bool | None = None
+    status: str = RUNNING
+    rounds: int = 0
+    expansions: int = 0
+
+
+@dataclass(frozen=True)
+class PointRequest:
+    """A point to evaluate: one job (replicas) or one job per seed of `seeds`."""
+    combination: str
+    value: float
+    seeds: Tuple[int, ...]
+    round: int
+
+
+def _pending(cfg: SearchConfig, st: CombinationState) -> List[float]:
+    """The values this state's next round evaluates."""
+    if st.status != RUNNING:
+        return []
+    ends = [v for v, above in ((st.lo, st.lo_above), (st.hi, st.hi_above)) if above is None]
+    return ends or [_midpoint(cfg, st.lo, st.hi)]
+
+
+def _midpoint(cfg: SearchConfig, lo: float, hi: float) -> float:
+    m = math.sqrt(lo * hi) if cfg.log else (lo + hi) / 2
+    if cfg.integer:
+        m = min(max(math.floor(m + 0.5), lo + 1), hi - 1)
+    return cfg.norm(m)
+
+
+def _step(cfg: SearchConfig, st: CombinationState, above: Dict[float, bool]) -> CombinationState:
+    """Apply one round's verdicts (value -> lies above the threshold)."""
+    st = replace(st, rounds=st.rounds + 1)
+    if st.lo_above is None or st.hi_above is None:
+        st = replace(st, lo_above=above.get(st.lo, st.lo_above), hi_above=above.get(st.hi, st.hi_above))
+    else:
+        ((mid, mid_above),) = above.items()
+        st = replace(st, hi=mid, hi_above=True) if mid_above else replace(st, lo=mid, lo_above=False)
+    if st.lo_above and not st.hi_above:
+        return replace(st, status=INVERTED)
+    if st.lo_above == st.hi_above:
+        return _expand(cfg, st)
+    done = (cfg.integer and st.hi - st.lo <= 1) or (
+        st.hi / st.lo <= cfg.ratio if cfg.log else st.hi - st.lo <= cfg.width)
+    return replace(st, status=CONVERGED) if done else st
+
+
+def _expand(cfg: SearchConfig, st: CombinationState) -> CombinationState:
+    """Both ends on one side: move the far end past the near one (module doc, step 2)."""
+    down = st.lo_above  # both above: the threshold lies below lo
+    near = st.lo if down else st.hi
+    if cfg.log:
+        far = st.lo / cfg.factor if down else st.hi * cfg.factor
+    else:
+        far = st.lo - cfg.factor * (st.hi - st.lo) if down else st.hi + cfg.factor * (st.hi - st.lo)
+    if cfg.integer:
+        far = math.floor(far) if down else math.ceil(far)
+    far = cfg.norm(min(max(far, cfg.lower_limit), cfg.limits[1]))
+    if far == near or st.expansions >= cfg.max_expansions:
+        return replace(st, status=UNBRACKETED)
+    if down:
+        return replace(st, lo=far, hi=near, lo_above=None, hi_above=True, expansions=st.expansions + 1)
+    return replace(st, lo=near, hi=far, lo_above=False, hi_above=None, expansions=st.expansions + 1)
+
+
+class ThresholdSearch:
+    """Drive with `while not s.done: ask s.next_points(), run them, s.record(outcomes)`.
+    Outcome tables have one row per (combination, value, seed) with a bool `success`."""
+
+    def __init__(self, config: SearchConfig):
+        self.config = config
+        self._outcomes: Dict[Tuple[str, float], Dict[int, bool]] = {}
+
+    def load(self, table) -> None:
+        """Replace the stored outcomes by `table` (e.g. outcomes() saved to disk); later rows of
+        a repeated (combination, value, seed) win."""
+        self._outcomes = {}
+        self._add(self._rows(table))
+
+    def record(self, results) -> None:
+        """Add a round's outcomes; each row must answer a request of next_points()."""
+        rows = self._rows(results)
+        asked = {(r.combination, r.value, s) for r in self.next_points() for s in r.seeds}
+        unasked = [row[:3] for row in rows if row[:3] not in asked]
+        if unasked:
+            raise ValueError(f"outcomes not asked for by next_points(): {unasked[:5]}")
+        self._add(rows)
+
+    def next_points(self) -> List[PointRequest]:
+        """Every point of every unfinished combination's current round, with its missing seeds."""
+        requests = []
+        for c in self.config.combinations:
+            st, _ = self._replay(c)
+            for v in _pending(self.config, st):
+                missing = tuple(s for s in self.config.seeds if s not in self._outcomes.get((c, v), {}))
+                if missing:
+                    requests.append(PointRequest(c, v, missing, st.rounds + 1))
+        return requests
+
+    @property
+    def done(self) -> bool:
+        return all(st.status != RUNNING for st in self.states())
+
+    def states(self) -> List[CombinationState]:
+        return [self._replay(c)[0] for c in self.config.combinations]
+
+    def brackets(self) -> pd.DataFrame:
+        """Per combination: combination, lo, hi, ratio (hi / lo; NaN in linear space), width
+        (hi - lo), status (running/converged/unbracketed/inverted), rounds, expansions, points
+        (evaluated values) and jobs."""
+        pts = self.points()
+        rows = []
+        for st in self.states():
+            mine = pts[pts.combination == st.combination]
+            jobs = len(mine) if self.config.replicas else int(mine.seeds.sum())
+            rows.append(dict(combination=st.combination, lo=st.lo, hi=st.hi,
+                             ratio=st.hi / st.lo if self.config.log else math.nan, width=st.hi - st.lo,
+                             status=st.status, rounds=st.rounds, expansions=st.expansions,
+                             points=len(mine), jobs=jobs))
+        return pd.DataFrame(rows)
+
+    def points(self) -> pd.DataFrame:
+        """Per evaluated point: combination, value, seeds (evaluated), successes, fraction,
+        success (fraction >= config.fraction) and round (NaN for points the replay never asks
+        for, e.g. loaded from an earlier configuration)."""
+        rounds = {c: self._replay(c)[1] for c in self.config.combinations}
+        rows = [dict(combination=c, value=v, seeds=len(o), successes=sum(o.values()),
+                     fraction=sum(o.values()) / len(o), round=rounds[c].get(v, math.nan))
+                for (c, v), o in self._outcomes.items()]
+        df = pd.DataFrame(rows, columns=["combination", "value", "seeds", "successes", "fraction", "round"])
+        df.insert(5, "success", df.fraction >= self.config.fraction)
+        return df.sort_values(["combination", "value"], ignore_index=True)
+
+    def outcomes(self) -> pd.DataFrame:
+        """The stored outcomes, one row per seed: what load() takes to resume."""
+        rows = [(c, v, s, ok) for (c, v), o in self._outcomes.items() for s, ok in sorted(o.items())]
+        return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+
+    def estimates(self, level: float = 0.95) -> pd.DataFrame:
+        """logistic_threshold over each combination's seed outcomes: combination, threshold, lo,
+        hi, slope, separable, level (combinations without outcomes are left out)."""
+        out = self.outcomes()
+        rows = [dict(combination=c, **vars(logistic_threshold(
+                    g.value, g.success, direction=self.config.direction, log=self.config.log, level=level)))
+                for c, g in out.groupby("combination", sort=False)]
+        return pd.DataFrame(rows)
+
+    def versus_grid(self) -> pd.DataFrame:
+        """Jobs used against a grid over each initial bracket at the configured resolution (the
+        spacing at which a bracket counts as final: ratio in log space, width in linear space,
+        every integer at most): combination, jobs, grid_jobs, fraction. Seeds multiply both
+        counts unless they run as replicas of one job."""
+        cfg = self.config
+        per_point = 1 if cfg.replicas else len(cfg.seeds)
+        rows = []
+        for _, b in self.brackets().iterrows():
+            lo, hi = cfg.bracket(b.combination)
+            steps = math.log(hi / lo) / math.log(cfg.ratio) if cfg.log else (hi - lo) / cfg.width
+            n = math.ceil(steps - 1e-9) + 1
+            grid = per_point * (min(n, hi - lo + 1) if cfg.integer else n)
+            rows.append(dict(combination=b.combination, jobs=b.jobs, grid_jobs=grid, fraction=b.jobs / grid))
+        return pd.DataFrame(rows)
+
+    def _replay(self, c: str) -> Tuple[CombinationState, Dict[float, int]]:
+        """The search of combination c re-run on the stored outcomes (module doc, Resume), and the
+        round in which each of its points is asked for."""
+        cfg = self.config
+        st, rounds = CombinationState(c, *cfg.bracket(c)), {}
+        while True:
+            want = _pending(cfg, st)
+            rounds.update({v: st.rounds + 1 for v in want})
+            got = [self._outcomes.get((c, v), {}) for v in want]
+            if not want or any(set(cfg.seeds) - set(o) for o in got):
+                return st, rounds
+            fractions = [np.mean([o[s] for s in cfg.seeds]) for o in got]
+            above = {v: (f >= cfg.fraction) == (cfg.direction == "above") for v, f in zip(want, fractions)}
+            st = _step(cfg, st, above)
+
+    def _rows(self, table) -> List[Tuple[str, float, int, bool]]:
+        df = pd.DataFrame(table)
+        if df.empty:
+            return []
+        if set(OUTCOME_COLUMNS) - set(df.columns) or df[OUTCOME_COLUMNS].isna().any().any():
+            raise ValueError(f"outcomes need columns {OUTCOME_COLUMNS} without missing values")
+        if not df.success.isin([True, False]).all():  # bool("False") would be True
+            raise ValueError("success must be bool (or 0/1)")
+        unknown = set(df.combination.astype(str)) - set(self.config.combinations)
+        if unknown:
+            raise ValueError(f"unknown combinations {sorted(unknown)}")
+        return [(str(c), self.config.norm(v), int(s), bool(ok))
+                for c, v, s, ok in df[OUTCOME_COLUMNS].itertuples(index=False)]
+
+    def _add(self, rows) -> None:
+        for c, v, s, ok in rows:
+            self._outcomes.setdefault((c, v), {})[s] = ok
