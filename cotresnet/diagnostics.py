@@ -2,7 +2,7 @@
 
 Conventions: a network has L layers of M particles; risk L = (1/n) sum_i 1/2 |R X_1(x_i) - y_i|^2;
 the COT gradient norm is G = ||V||^2_{L2(mu)} = L M sum |dL/dtheta|^2 (whatever optimizer is used).
-Kernel quantities are float64 and carry the resolution of their eigenvalues (kernels.Eigenvalue).
+Kernel quantities are float64 and carry the resolution of their eigenvalues (spectra.Eigenvalue).
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from . import kernels as K
+from . import transport as T
 from .model import MeanFieldResNet, Particles
+from .spectra import EIGH_MAX_DIM, Eigenvalue, ResidualSpectrum, kernel_spectrum
 
 
 def grad_norm2(grads: Iterable[Tensor], L: int, M: int) -> Tensor:
@@ -23,12 +24,16 @@ def grad_norm2(grads: Iterable[Tensor], L: int, M: int) -> Tensor:
     return L * M * sum(g.pow(2).sum() for g in grads)
 
 
-def risk_and_grad_norm2(net: MeanFieldResNet, x: Tensor, y: Tensor) -> tuple:
-    """(risk, G) of the network on (x, y), from scratch; the network's .grad stays untouched."""
+def risk_and_grad_norm2(net: MeanFieldResNet, x: Tensor, y: Tensor, depth_weight: Optional[float] = None) -> tuple:
+    """(risk, G) of the network on (x, y), from scratch; the network's .grad stays untouched. `depth_weight`:
+    depth-mobile particles whose depths move (Wasserstein flow), G then adds kappa L M sum |dL/ds|^2."""
     x, y = x.to(net.u.device, net.u.dtype), y.to(net.u.device, net.u.dtype)
+    params = [net.u, net.w, net.b] + ([net.s] if depth_weight is not None else [])
     with torch.enable_grad():
         risk = net.risk(x, y)
-        grads = torch.autograd.grad(risk, list(net.parameters()))
+        grads = list(torch.autograd.grad(risk, params))
+    if depth_weight is not None:
+        grads[3] = grads[3] * depth_weight**0.5
     return risk.item(), grad_norm2(grads, net.L, net.M).item()
 
 
@@ -39,46 +44,16 @@ def fidelity_prediction(risk0: float, integral: float) -> float:
 
 
 @dataclass(frozen=True)
-class ResidualSpectrum:
-    """Where the residual r lives in K's spectrum K = V diag(lam) V^T.
-
-    `decades`: (k, count, share) for eigenvalues in [10^k, 10^(k+1)), share = sum over them of
-    (v.r)^2 / |r|^2; eigenvalues at or below the resolution go to `unresolved` (count, share).
-    `effective_eigenvalue` = r^T K r / |r|^2 in [lambda_min, lambda_max]: the P-L ratio is
-    2 effective_eigenvalue / n, its kernel bound 2 lambda_min / n. `top_share`: share in [lambda_max/10, lambda_max].
-    """
-
-    decades: List[tuple]
-    unresolved: tuple
-    effective_eigenvalue: float
-    top_share: float
-
-
-def residual_spectrum(lam: Tensor, V: Tensor, r: Tensor, resolution: float) -> ResidualSpectrum:
-    """lam: (m,) ascending eigenvalues, V: (m, m) eigenvectors (columns), r: (m,) residual."""
-    energy = (V.T @ r).pow(2)
-    total = float(energy.sum())
-    share = energy / total if total > 0 else torch.zeros_like(energy)
-    resolved = lam > resolution
-    exps = torch.floor(torch.log10(lam.clamp_min(torch.finfo(lam.dtype).tiny))).long()
-    decades = [(int(k), int((exps[resolved] == k).sum()), float(share[resolved][exps[resolved] == k].sum()))
-               for k in torch.unique(exps[resolved]).tolist()]
-    top = lam >= lam[-1] / 10
-    return ResidualSpectrum(decades, (int((~resolved).sum()), float(share[~resolved].sum())),
-                            float((lam * energy).sum()) / total if total > 0 else math.nan, float(share[top].sum()))
-
-
-@dataclass(frozen=True)
 class KernelDiagnostics:
     """Kernel quantities on n samples (the training set, or its first n_probe samples), float64."""
 
     n: int
-    lambda_min: K.Eigenvalue
+    lambda_min: Eigenvalue
     lambda_max: float
     risk: float
     grad_norm2: float
     spectrum: ResidualSpectrum
-    feature: List[K.Eigenvalue]
+    feature: List[Eigenvalue]
     u_bound: Optional[Dict[str, float]]
 
     @property
@@ -97,38 +72,52 @@ class KernelDiagnostics:
             "lambda_max_tangent": self.lambda_max, "risk_probe": self.risk, "pl_ratio_probe": ratio,
             "pl_lower_bound": bound, "rate_over_bound": ratio / bound if bound else None,
             "residual_top_share": self.spectrum.top_share,
-            "lambda_min_feature": None if unresolved else min(feats),
-            "lambda_min_feature_mean": sum(v or 0.0 for v in feats) / len(feats),
-            "lambda_min_feature_resolution": max(e.resolution for e in self.feature),
-            "feature_layers_unresolved": unresolved,
         }
+        if feats:  # layers have feature kernels; depth-mobile particles do not
+            row.update({"lambda_min_feature": None if unresolved else min(feats),
+                        "lambda_min_feature_mean": sum(v or 0.0 for v in feats) / len(feats),
+                        "lambda_min_feature_resolution": max(e.resolution for e in self.feature),
+                        "feature_layers_unresolved": unresolved})
         row.update(self.u_bound or {})
         return row
 
 
-def kernel_diagnostics(net: MeanFieldResNet, x: Tensor, y: Tensor) -> KernelDiagnostics:
-    """Every kernel quantity on x: (n, d_in), y: (n, d_out), in float64, from one eigendecomposition of K.
+def kernel_diagnostics(net: MeanFieldResNet, x: Tensor, y: Tensor, memory_budget: int = K.MEMORY_BUDGET,
+                       eigh_max_dim: int = EIGH_MAX_DIM) -> KernelDiagnostics:
+    """Every kernel quantity on x: (n, d_in), y: (n, d_out), in float64.
 
-    G = r^T K r / n^2 (the COT gradient norm of this set's risk) and the residual's spectrum.
+    G = r^T K r / n^2 (the COT gradient norm of this set's risk). K is built within `memory_budget` bytes
+    (kernels module doc); its spectrum (lambda_min, lambda_max, the residual's) comes from one eigh up to
+    `eigh_max_dim` rows of K, from Lanczos, certified shift-invert and Gauss quadrature above (spectra).
     """
     net64 = net.detached(dtype="float64")
     x, y = x.to(net64.u.device, torch.float64), y.to(net64.u.device, torch.float64)
     n = x.shape[0]
-    q = K.euler_quantities(net64, x, y) if net64.spec.euler else None
-    kernel = K.tangent_kernel(net64, x, q)
-    if q is not None:
+    feature: List[Eigenvalue] = []
+    u_sums: List[float] = []
+    if net64.spec.euler:
+        q = K.euler_quantities(net64, x, y, memory_budget)
         X, r = q.X, q.r.reshape(-1)
+
+        rest = memory_budget - 8 * (r.numel() ** 2 + 2 * n * n)  # what the tangent kernel leaves free
+
+        def from_gram(l: int, gram: Tensor) -> None:  # the feature Grams the tangent kernel builds anyway
+            u_sums.append(K.u_layer_sum(q, l, gram))
+            if net64.M >= n:
+                feature.append(K.feature_eigenvalue(net64, X, l, gram, rest, eigh_max_dim))
+
+        kernel = K.tangent_kernel(net64, x, q, memory_budget, from_gram)
     else:
+        q, kernel = None, K.tangent_kernel_autograd(net64, x)
         with torch.no_grad():
             X = net64.states(net64.embed(x))
             r = (net64.read(X[-1]) - y).reshape(-1)
-    lam, V = torch.linalg.eigh(kernel)
-    lam_min = K.gram_eigenvalue(lam[0], lam[-1], kernel.shape[0])
-    feature = K.feature_spectra(net64, X)
+    feature = feature or K.feature_spectra(net64, X, memory_budget, eigh_max_dim)
+    lam_min, lam_max, spectrum = kernel_spectrum(kernel, r, eigh_max_dim)
     return KernelDiagnostics(
-        n=n, lambda_min=lam_min, lambda_max=float(lam[-1]), risk=0.5 * r.pow(2).sum().item() / n,
-        grad_norm2=(r @ kernel @ r).item() / n**2, spectrum=residual_spectrum(lam, V, r, lam_min.resolution),
-        feature=feature, u_bound=K.u_gradient_bound(net64, q, feature) if q is not None else None)
+        n=n, lambda_min=lam_min, lambda_max=lam_max, risk=0.5 * r.pow(2).sum().item() / n,
+        grad_norm2=(r @ kernel @ r).item() / n**2, spectrum=spectrum, feature=feature,
+        u_bound=K.u_gradient_bound(net64, q, feature, memory_budget, u_sums) if q is not None else None)
 
 
 def flatten_particles(p: Particles) -> Tensor:
@@ -138,14 +127,8 @@ def flatten_particles(p: Particles) -> Tensor:
 
 def cot_distance(p: Particles, q: Particles) -> float:
     """Exact W_COT(mu, nu) = sqrt((1/L) sum_l W_2^2(mu_l, nu_l)); each W_2 an exact assignment between
-    two uniform M-point clouds in R^{2d+1} (scipy's linear_sum_assignment)."""
-    a, b = flatten_particles(p).double().cpu(), flatten_particles(q).double().cpu()
-    total = 0.0
-    for l in range(a.shape[0]):
-        C = torch.cdist(a[l], b[l], compute_mode="donot_use_mm_for_euclid_dist").pow(2).numpy()
-        rows, cols = linear_sum_assignment(C)
-        total += C[rows, cols].mean()
-    return math.sqrt(max(total, 0.0) / a.shape[0])
+    two uniform M-point clouds in R^{2d+1} (scipy's linear_sum_assignment, O(M^3) time, M^2 memory)."""
+    return T.cot_distance_bracket(p, q, exact_max_m=p["u"].shape[1]).exact
 
 
 def cot_distance_upper(p: Particles, q: Particles) -> float:
@@ -160,10 +143,22 @@ def cot_distance_lower(p: Particles, q: Particles) -> float:
     return math.sqrt((a.mean(1) - b.mean(1)).pow(2).sum(-1).mean().item())
 
 
-def distances(now: Particles, init: Particles) -> Dict[str, float]:
-    """W_COT(mu_t, mu_0) exactly and its two bounds (metrics.csv columns)."""
-    return {"cot_dist_init": cot_distance(now, init), "cot_dist_init_upper": cot_distance_upper(now, init),
-            "cot_dist_init_lower": cot_distance_lower(now, init)}
+# refinement of W_COT stops at this relative width: far below the distances' use (against the path length
+# and R_0), and reached by the nearest-neighbour dual alone while particles moved less than their spacing
+DISTANCE_TARGET = 1e-3
+
+
+def distances(now: Particles, init: Particles, exact_max_m: int = T.EXACT_MAX_M, budget: int = T.DEFAULT_BUDGET,
+              target: float = DISTANCE_TARGET) -> Dict[str, Optional[float]]:
+    """W_COT(mu_t, mu_0) certified (metrics.csv columns): exact (one assignment per layer) while
+    M <= exact_max_m (EXACT_MAX_M = 1024: <= 0.2 s a layer); above, the bracket of
+    transport.cot_distance_bracket refined, cheapest step first and widest layer first, until its relative
+    width is <= `target` or each layer has spent `budget` auction phases. Its lower end is >= the
+    layer-mean bound, its upper end <= the identity coupling (both are among its steps).
+    `cot_dist_init` is the exact value, None when only bracketed; rel_width = (upper - lower) / upper."""
+    br = T.cot_distance_bracket(now, init, exact_max_m=exact_max_m, budget=budget, target=target)
+    return {"cot_dist_init": br.exact, "cot_dist_init_lower": br.lower, "cot_dist_init_upper": br.upper,
+            "cot_dist_init_rel_width": br.relative_width}
 
 
 def accuracy(pred: Tensor, y: Tensor) -> float:

@@ -1,43 +1,47 @@
 """Certified brackets of W_2 between uniform point clouds and of the conditional OT distance
 W_COT(mu, nu)^2 = (1/L) sum_l W_2^2(mu_l, nu_l) between two networks' particles. Pure tensor functions.
 
-Exact assignment (scipy, O(M^3), dense M x M cost) is used up to EXACT_MAX_M points. Above, an
-epsilon-scaling auction (Bertsekas) over row blocks of the cost gives both ends at once:
-- upper: the cost of the permutation it ends with (any coupling costs at least W_2^2);
-- lower: the pair (f, g) = (c-transform of g, -prices) is feasible, f_i + g_j <= c_ij, so
-  mean(f) + mean(g) <= W_2^2, and epsilon-complementary slackness makes upper - lower ~ epsilon
-  (<= epsilon where no person's shortlist, below, is stale).
-Each phase divides epsilon by at least THETA, so each unit of budget (a phase) buys a factor THETA.
-Cheap extra ends: the identity coupling (particles keep their labels) and sliced 1-D bounds.
+Exact assignment (scipy, O(M^3), dense M x M cost) is used up to EXACT_MAX_M points. Above, each layer's
+bracket is refined in steps, cheapest first (`_refinements`):
+  0. identity coupling (particles keep their labels) against the layer-mean bound: O(M k);
+  1. the nearest-neighbour dual f_i = min_j c_ij, g = 0 (a k-d tree): it closes the bracket as soon as
+     every particle's nearest neighbour is its own initial position, the typical state of training;
+  2. the sliced bound (2 + budget orthonormal bases, sorts of M points);
+  3. the epsilon-scaling auction (auction.py): one full O(M^2 k) scan, then one step per phase.
+`cot_distance_bracket` advances the layers step by step (cheapest step, then widest layer, first) until
+W_COT's relative width is <= `target`. So `budget` bounds the work of the expensive end: at most `budget`
+auction phases (each shrinking the layer's width ~THETA-fold) and `budget` random sliced bases per layer;
+`target` stops the refinement as soon as the bracket is tight enough (0: spend the whole budget).
 Every end is rounded outward by an a-priori bound on the float64 error, so it holds for exact costs.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
 from torch import Tensor
 
-U64 = 2.0 ** -53  # unit roundoff of float64
-# scipy's assignment in R^33, one thread: <= 0.12 s at M = 1024, 0.2-0.8 s at 2048, 1.1-4.7 s at 4096
-# (where the auction takes 2-3 s), on a dense 8 M^2-byte cost matrix
-EXACT_MAX_M = 2048
-DEFAULT_BUDGET = 6  # auction phases (and random bases for the sliced bound)
+from .auction import U64, auction_phases, perm_cost
+
+# scipy's assignment in R^33, one thread, particles after training / independent clouds: 0.03 / 0.17 s
+# at M = 1024, 0.11 / 1.6 s at 2048, 0.7 / 12 s at 4096 (a dense 8 M^2-byte cost). Above 1024 the bracket
+# is cheaper: ~0.1 s a layer at M = 16384 while particles moved less than their spacing
+EXACT_MAX_M = 1024
+DEFAULT_BUDGET = 6  # auction phases (and random bases for the sliced bound) per layer
 DEFAULT_BLOCK = 2 ** 22  # cost-matrix entries held at once: 32 MB of float64
-THETA = 4.0  # epsilon shrink factor between phases
-PHASE_BIDS = 32  # bids per person after which a phase gives up: 1-10 in R^33, up to ~70 in R^2
-SHORTLIST = 32  # cheapest objects remembered per person; a bid rescans the full row only when stale
+NEAREST_CHUNKS = 16  # the nearest-neighbour dual queries the particles in chunks, least moved first
 
 
 @dataclass
 class W2Bracket:
     """lower2 <= W_2^2(mu, nu) <= upper2 for uniform clouds a, b: (M, k). upper2 is the cost of the
-    coupling a_i -> b_perm[i], perm: (M,). On the auction path f, g: (M,) are a feasible dual pair,
-    f_i + g_j <= |a_i - b_j|^2, with mean(f) + mean(g) <= lower2 (equal unless the sliced bound won)."""
+    coupling a_i -> b_perm[i], perm: (M,). Once a dual step ran, f, g: (M,) are a feasible dual pair,
+    f_i + g_j <= |a_i - b_j|^2, with mean(f) + mean(g) <= lower2 (equal unless another bound won)."""
     lower2: float
     upper2: float
     exact: bool
@@ -55,11 +59,6 @@ class CotBracket:
     relative_width: float
     method: str
     layers: List[W2Bracket]
-
-
-def perm_cost(a: Tensor, b: Tensor, perm: Tensor) -> float:
-    """mean_i |a_i - b_perm[i]|^2 for a, b: (M, k), from differences (no cancellation)."""
-    return (a - b[perm]).pow(2).sum(1).mean().item()
 
 
 def exact_w2(a: Tensor, b: Tensor) -> W2Bracket:
@@ -92,137 +91,130 @@ def sliced_lower2(a: Tensor, b: Tensor, n_random: int = DEFAULT_BUDGET, seed: in
     return max(s - 4 * k ** 1.5 * U64 * radius, 0.0) ** 2
 
 
-class _Auction:
-    """Jacobi auction: persons a_i bid for objects b_j at price p_j, each wanting min_j c_ij + p_j.
-    Prices only rise, so an object off a person's shortlist never becomes cheaper than the value tau_i
-    that followed the shortlist at its scan: min(shortlist minimum, tau_i) <= min_j c_ij + p_j exactly."""
-
-    def __init__(self, a: Tensor, b: Tensor, block: int):
-        self.a, self.b, self.block, M = a, b, block, a.shape[0]
-        self.nb = b.pow(2).sum(1)
-        self.p = torch.zeros(M, dtype=a.dtype)
-        self.assign, self.owner = torch.arange(M), torch.arange(M)  # start from the labels' coupling
-        self.n = min(SHORTLIST, M)  # M >= 2 here, so there is always a second-best
-        self.short = torch.empty(M, self.n, dtype=torch.long)
-        self.tau = torch.full((M,), math.inf, dtype=a.dtype)
-        self.rescan(torch.arange(M))
-
-    def rescan(self, rows: Tensor) -> None:
-        """Refresh the shortlists of `rows` with full-row scans (GEMMs over row blocks)."""
-        for r in rows.split(max(1, self.block // self.a.shape[0])):
-            x = self.a[r]
-            V = torch.addmm(self.nb + self.p, x, self.b.T, alpha=-2).add_(x.pow(2).sum(1, keepdim=True))
-            v, j = V.topk(min(self.n + 1, V.shape[1]), 1, largest=False)
-            self.short[r] = j[:, : self.n]
-            if v.shape[1] > self.n:
-                self.tau[r] = v[:, self.n]
-
-    def values(self, rows: Tensor, objs: Tensor) -> Tensor:
-        """c_ij + p_j for persons rows: (r,) and objects objs: (r, n), from differences: (r, n)."""
-        step = max(1, self.block // (objs.shape[1] * self.a.shape[1]))
-        return torch.cat([(self.a[r, None] - self.b[j]).pow_(2).sum(-1) + self.p[j]
-                          for r, j in zip(rows.split(step), objs.split(step))])
-
-    def cmin(self) -> Tensor:
-        """A lower estimate of min_j c_ij + p_j for every person: (M,); exact unless the shortlist is
-        stale (rescanning those costs more than it gains: the next phase tightens anyway)."""
-        everyone = torch.arange(self.a.shape[0])
-        w = self.values(everyone, self.short).min(1).values
-        return torch.minimum(w, self.tau)
-
-    def phase(self, eps: float, w: Tensor) -> bool:
-        """Drop the objects of persons violating eps-slackness (w = cmin()), then bid until all hold one
-        (True) or PHASE_BIDS bids per person were spent (False: price wars between near-identical points)."""
-        everyone = torch.arange(self.a.shape[0])
-        bids = 0
-        drop = everyone[self.values(everyone, self.assign[:, None])[:, 0] > w + eps]
-        self.owner[self.assign[drop]], self.assign[drop] = -1, -1
-        U = drop
-        while len(U):
-            bids += len(U)
-            if bids > PHASE_BIDS * len(everyone):
-                return False
-            v = self.values(U, self.short[U])
-            stale = v.min(1).values > self.tau[U]
-            if stale.any():
-                self.rescan(U[stale])
-                v[stale] = self.values(U[stale], self.short[U[stale]])
-            v2, k2 = v.topk(2, 1, largest=False)
-            j = self.short[U].gather(1, k2[:, :1])[:, 0]
-            second = torch.minimum(v2[:, 1], self.tau[U])
-            # bidding up to second-best + eps keeps eps-slackness (a low second-best estimate only bids
-            # less); the clamp keeps prices rising when rounding puts the best above tau
-            bid = self.p[j] + (second - v2[:, 0]).clamp(min=0) + eps
-            # the highest bid per object wins: sort by bid, then stably by object, take each run's head
-            order = bid.argsort(descending=True)
-            order = order[j[order].argsort(stable=True)]
-            head = torch.ones(len(order), dtype=torch.bool)
-            head[1:] = j[order[1:]] != j[order[:-1]]
-            win = order[head]
-            objs, winners = j[win], U[win]
-            losers = self.owner[objs]
-            self.assign[losers[losers >= 0]] = -1
-            self.owner[objs], self.assign[winners], self.p[objs] = winners, objs, bid[win]
-            lost = torch.ones(len(U), dtype=torch.bool)
-            lost[win] = False
-            U = torch.cat([U[lost], losers[losers >= 0]])
-        return True
-
-
-def _auction_bracket(a: Tensor, b: Tensor, budget: int, block: int) -> tuple:
-    """(lower2, upper2, perm, f, g) after up to `budget` epsilon phases of the auction."""
+def mean_lower2(a: Tensor, b: Tensor) -> float:
+    """|mean a - mean b|^2 <= W_2^2 (Jensen), rounded down: each mean coordinate is off by
+    <= (log2 M + 1) u max|x|, the norm by k u."""
     M, k = a.shape
-    scale = (a.norm(dim=1).max() + b.norm(dim=1).max()).item() ** 2
-    up_round = 1 + (k + math.log2(M) + 4) * U64
-    auc = _Auction(a, b, block)
-    perm, upper2 = torch.arange(M), perm_cost(a, b, torch.arange(M)) * up_round
-    lower2, f, g, eps, complete = -math.inf, None, None, math.inf, True
-    for t in range(budget + 1):
-        w = auc.cmin()
-        # a-priori float64 error of the GEMM costs, the value sums and the means, all relative to scale
-        slack = 4 * (k + math.log2(M) + 8) * U64 * (scale + auc.p.abs().max().item())
-        f_t, g_t = w - slack, -auc.p
-        dual = (f_t.mean() + g_t.mean()).item()
-        if dual > lower2:
-            lower2, f, g = dual, f_t, g_t.clone()
-        cost = perm_cost(a, b, auc.assign) * up_round if complete else math.inf
-        if cost < upper2:
-            perm, upper2 = auc.assign.clone(), cost
-        if not complete or t == budget or upper2 - lower2 <= 2 * slack:  # nothing left above rounding
+    s = (a.mean(0) - b.mean(0)).norm().item()
+    radius = max(a.abs().max().item(), b.abs().max().item())
+    return max(s * (1 - (k + 2) * U64) - 2 * math.sqrt(k) * (math.log2(M) + 2) * U64 * radius, 0.0) ** 2
+
+
+def nearest_dual(a: Tensor, b: Tensor) -> Tensor:
+    """f: (M,) with f_i <= min_j |a_i - b_j|^2: with g = 0 a feasible dual pair, worth mean(f) <= W_2^2 as
+    computed (the mean's rounding is in f), and worth the identity coupling when each a_i's nearest b_j is
+    b_i. Exact nearest neighbours from a k-d tree of b, least moved particles first: fast while particles
+    moved less than their spacing (0.1 s at M = 16384 in R^33 after training), towards M^2 k work when not,
+    so the search stops after the first chunk where most nearest neighbours are not the particle's own
+    (f = 0 from there: still feasible)."""
+    M, k = a.shape
+    A, B = a.numpy(), b.numpy()
+    moved = (a - b).norm(dim=1).numpy()
+    tree = cKDTree(B)
+    f = np.zeros(M)
+    for rows in np.array_split(np.argsort(moved, kind="stable"), min(NEAREST_CHUNKS, M)):
+        dist, j = tree.query(A[rows], k=1)
+        f[rows] = dist ** 2
+        if 2 * int((j != rows).sum()) > len(rows):
             break
-        # the floor keeps p + eps > p in float64 (prices stay within a few cost scales)
-        eps = max(min(eps, upper2 - lower2) / THETA, 1e-12 * scale)
-        complete = auc.phase(eps, w)
-    return lower2, upper2, perm, f, g
+    # squared distances from differences are off by (k + 2) u relative, and mean(f) by log2(M) u; the
+    # k-d tree's pruning and the caller's centring by a few k u (|a| + |b|)^2 absolute
+    scale = (a.norm(dim=1).max() + b.norm(dim=1).max()).item() ** 2
+    shrink = 1 - (2 * k + math.log2(M) + 12) * U64
+    return torch.from_numpy(np.maximum(f * shrink - 4 * (k + 4) * U64 * scale, 0.0))
+
+
+def _tighter(br: W2Bracket, lower2: float = -math.inf, upper2: float = math.inf, perm: Optional[Tensor] = None,
+             f: Optional[Tensor] = None, g: Optional[Tensor] = None) -> W2Bracket:
+    """br with the better of its ends and the new ones, and the dual pair that certifies more."""
+    dual = (lambda f, g: (f.mean() + g.mean()).item())
+    keep = f is None or (br.f is not None and dual(br.f, br.g) >= dual(f, g))
+    return W2Bracket(max(br.lower2, lower2), min(br.upper2, upper2), False,
+                     perm if upper2 < br.upper2 else br.perm, *((br.f, br.g) if keep else (f, g)))
+
+
+def _refinements(a: Tensor, b: Tensor, budget: int, block: int, seed: int) -> Iterator[W2Bracket]:
+    """Ever tighter certified brackets of W_2^2 between the centred clouds a, b: (M, k), one per step of
+    the module doc; it ends early once the identity coupling is certified optimal up to rounding."""
+    M, k = a.shape
+    labels = torch.arange(M)
+    br = W2Bracket(mean_lower2(a, b), perm_cost(a, b, labels) * (1 + (k + math.log2(M) + 4) * U64), False, labels)
+    yield br
+    f = nearest_dual(a, b)
+    br = _tighter(br, f.mean().item(), f=f, g=torch.zeros_like(f))
+    yield br
+    scale = (a.norm(dim=1).max() + b.norm(dim=1).max()).item() ** 2
+    if br.upper2 - br.lower2 <= 8 * (k + math.log2(M) + 8) * U64 * (br.upper2 + scale):
+        return
+    br = _tighter(br, sliced_lower2(a, b, budget, seed))
+    yield br
+    for lower2, upper2, perm, f, g in auction_phases(a, b, budget, block):
+        br = _tighter(br, lower2, upper2, perm, f, g)
+        yield br
+
+
+def _ends(layers: List[W2Bracket]) -> tuple:
+    """(lower, upper) of W_COT from the layers' squared ends, rounded outward (mean and root)."""
+    lower2, upper2 = (sum(getattr(x, e) for x in layers) / len(layers) for e in ("lower2", "upper2"))
+    r = (math.log2(len(layers)) + 4) * U64
+    return math.sqrt(max(lower2, 0.0)) * (1 - r), math.sqrt(upper2) * (1 + r)
+
+
+def _refine(steps: List[Iterator[W2Bracket]], target: float) -> List[W2Bracket]:
+    """Advance the layers' refinements, the cheapest step first and among equals the widest layer, until
+    W_COT's relative width is <= target or no layer has a step left."""
+    layers = [next(s) for s in steps]
+    taken = [0] * len(steps)
+    live = {l for l, br in enumerate(layers) if br.upper2 > br.lower2}
+    while live:
+        lower, upper = _ends(layers)
+        if upper - lower <= target * upper:
+            break
+        l = min(live, key=lambda l: (taken[l], layers[l].lower2 - layers[l].upper2))
+        br = next(steps[l], None)
+        if br is not None:
+            layers[l], taken[l] = br, taken[l] + 1
+        if br is None or br.upper2 <= br.lower2:
+            live.discard(l)
+    return layers
+
+
+def _centre_(a: Tensor, b: Tensor) -> None:
+    """Move a, b: (..., M, k) by their pooled mean, in place: the cost is translation invariant, and
+    centring shrinks the GEMM error."""
+    centre = (a.sum(-2, keepdim=True) + b.sum(-2, keepdim=True)) / (2 * a.shape[-2])
+    a -= centre
+    b -= centre
 
 
 def w2_bracket(a: Tensor, b: Tensor, budget: int = DEFAULT_BUDGET, block: int = DEFAULT_BLOCK,
-               seed: int = 0, exact_max_m: int = EXACT_MAX_M) -> W2Bracket:
+               seed: int = 0, exact_max_m: int = EXACT_MAX_M, target: float = 0.0) -> W2Bracket:
     """Certified bracket of W_2^2 between the uniform clouds a, b: (M, k). Exact when M <= exact_max_m;
-    otherwise `budget` auction phases, each ending with width ~ epsilon, epsilon shrinking by THETA
-    per phase, holding at most `block` cost entries at once; `seed` picks the sliced bound's rotations.
-    A larger budget never widens the bracket (same seed); a phase that gives up (price wars between
-    near-identical points) ends the auction early, the bracket still certified."""
+    otherwise the steps of the module doc until the relative width of W_2 is <= target: at most `budget`
+    auction phases, each ending with width ~ epsilon, epsilon shrinking by THETA per phase, holding at
+    most `block` cost entries at once; `seed` picks the sliced bound's rotations. A larger budget never
+    widens the bracket (same seed); a phase that gives up (price wars between near-identical points)
+    ends the auction early, the bracket still certified."""
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    M, k = a.shape
-    if M <= max(exact_max_m, 1):
+    if a.shape[0] <= max(exact_max_m, 1):
         return exact_w2(a, b)
-    centre = torch.cat([a, b]).mean(0)  # translation-invariant cost; centring shrinks the GEMM error
-    a, b = a - centre, b - centre
-    lower2, upper2, perm, f, g = _auction_bracket(a, b, budget, block)
-    lower2 = max(lower2, sliced_lower2(a, b, budget, seed), 0.0)
-    return W2Bracket(lower2, upper2, False, perm, f, g)
+    a, b = a.clone(), b.clone()
+    _centre_(a, b)
+    return _refine([_refinements(a, b, budget, block, seed)], target)[0]
 
 
 def cot_distance_bracket(p: Dict[str, Tensor], q: Dict[str, Tensor], exact_max_m: int = EXACT_MAX_M,
                          budget: int = DEFAULT_BUDGET, block: int = DEFAULT_BLOCK,
-                         seed: int = 0) -> CotBracket:
+                         seed: int = 0, target: float = 0.0) -> CotBracket:
     """Certified bracket of W_COT between particle sets {u: (L, M, d), w: (L, M, d), b: (L, M)}: the
-    per-layer squared bounds averaged over layers, then square-rooted."""
+    per-layer squared bounds averaged over layers, then square-rooted; refined (module doc) until its
+    relative width is <= target, exact when M <= exact_max_m."""
     a, b = (torch.cat([x["u"], x["w"], x["b"][..., None]], -1).detach().double().cpu() for x in (p, q))
-    layers = [w2_bracket(a[l], b[l], budget, block, seed, exact_max_m) for l in range(a.shape[0])]
-    lower = math.sqrt(sum(x.lower2 for x in layers) / len(layers))
-    upper = math.sqrt(sum(x.upper2 for x in layers) / len(layers))
-    exact = all(x.exact for x in layers)
-    return CotBracket(lower, upper, upper if exact else None, (upper - lower) / upper if upper > 0 else 0.0,
-                      "exact" if exact else "auction", layers)
+    if a.shape[1] <= max(exact_max_m, 1):
+        layers = [exact_w2(a[l], b[l]) for l in range(a.shape[0])]
+        exact = math.sqrt(sum(x.upper2 for x in layers) / len(layers))
+        return CotBracket(exact, exact, exact, 0.0, "exact", layers)
+    _centre_(a, b)  # a, b are this function's own copies (torch.cat)
+    layers = _refine([_refinements(a[l], b[l], budget, block, seed) for l in range(a.shape[0])], target)
+    lower, upper = _ends(layers)
+    return CotBracket(lower, upper, None, (upper - lower) / upper if upper > 0 else 0.0, "bracket", layers)

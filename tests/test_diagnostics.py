@@ -8,6 +8,7 @@ from torch.func import functional_call, jacrev
 
 from cotresnet import diagnostics as D
 from cotresnet import kernels as K
+from cotresnet import spectra as S
 from cotresnet.flow import Certificate
 from cotresnet.model import init_particles
 from helpers import data, make_net
@@ -65,12 +66,12 @@ def test_G_from_kernel_quadratic_form_equals_autograd_and_the_bound_holds():
 
 
 def test_eigenvalue_resolution_is_n_eps_norm_and_unresolved_values_are_not_reported():
-    e = K.gram_eigenvalue(3e-14, 10.0, 100)
+    e = S.gram_eigenvalue(3e-14, 10.0, 100)
     assert e.resolution == pytest.approx(100 * torch.finfo(torch.float64).eps * 10.0)
     assert not e.resolved and e.reported is None and e.lower == 0.0
-    ok = K.gram_eigenvalue(1e-6, 10.0, 100)
+    ok = S.gram_eigenvalue(1e-6, 10.0, 100)
     assert ok.resolved and ok.reported == 1e-6 and ok.lower == pytest.approx(1e-6 - ok.resolution)
-    assert K.Eigenvalue(0.0, 0.0).resolved  # a structural zero (rank) is exact
+    assert S.Eigenvalue(0.0, 0.0).resolved  # a structural zero (rank) is exact
 
 
 def test_tiny_feature_eigenvalue_is_resolved_from_singular_values_where_eigvalsh_fails():
@@ -86,7 +87,7 @@ def test_tiny_feature_eigenvalue_is_resolved_from_singular_values_where_eigvalsh
     assert e.resolved and e.value == pytest.approx(exact, rel=1e-3)
     gram = torch.linalg.eigvalsh(F @ F.T / M)[0].item()
     assert abs(gram - exact) > 10 * exact  # the Gram form cannot see it: below n eps ||K||
-    assert not K.gram_eigenvalue(gram, torch.linalg.eigvalsh(F @ F.T / M)[-1].item(), n).resolved
+    assert not S.gram_eigenvalue(gram, torch.linalg.eigvalsh(F @ F.T / M)[-1].item(), n).resolved
 
 
 def test_nearly_collinear_particles_give_a_tiny_resolved_feature_eigenvalue():
@@ -199,3 +200,44 @@ def test_exact_cot_distance_is_at_most_the_path_length():
         path += D.cot_distance_upper(nxt, p)
         p = nxt
     assert D.cot_distance(p, p0) <= D.cot_distance_upper(p, p0) <= path
+
+
+@pytest.mark.parametrize("move", [0.02, 0.5, 3.0])
+def test_distances_bracket_the_exact_value_and_tighten_with_budget(move):
+    p = init_particles(3, 60, 2, seed=0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    q = {k: v + move * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p.items()}
+    exact = D.cot_distance(q, p)
+    assert exact == pytest.approx(brute_force_cot_small(q, p), rel=1e-9)
+    at_exact = D.distances(q, p, exact_max_m=60)
+    assert at_exact == {"cot_dist_init": exact, "cot_dist_init_lower": exact, "cot_dist_init_upper": exact,
+                        "cot_dist_init_rel_width": 0.0}
+    rows = [D.distances(q, p, exact_max_m=0, budget=n, target=0.0) for n in range(5)]
+    for row in rows:
+        lo, up = row["cot_dist_init_lower"], row["cot_dist_init_upper"]
+        assert row["cot_dist_init"] is None and lo <= exact * (1 + 1e-12) and exact <= up * (1 + 1e-12)
+        assert lo >= D.cot_distance_lower(q, p) * (1 - 1e-12) and up <= D.cot_distance_upper(q, p) * (1 + 1e-12)
+        assert row["cot_dist_init_rel_width"] == pytest.approx((up - lo) / up)
+    for small, large in zip(rows, rows[1:]):
+        assert large["cot_dist_init_lower"] >= small["cot_dist_init_lower"]
+        assert large["cot_dist_init_upper"] <= small["cot_dist_init_upper"]
+    assert rows[-1]["cot_dist_init_rel_width"] <= 1e-3
+    default = D.distances(q, p, exact_max_m=0)  # the default target stops as soon as it is met
+    assert default["cot_dist_init_rel_width"] <= D.DISTANCE_TARGET
+
+
+def brute_force_cot_small(p, q):
+    """W_COT with each layer's W_2^2 from an independent solver: the transport LP (HiGHS), since exhaustive
+    search over permutations is out of reach at M = 60."""
+    from scipy.optimize import linprog
+
+    a, b = D.flatten_particles(p), D.flatten_particles(q)
+    total = 0.0
+    for l in range(a.shape[0]):
+        C = torch.cdist(a[l], b[l]).pow(2).numpy()
+        M = C.shape[0]
+        A = [[1.0 if k // M == i else 0.0 for k in range(M * M)] for i in range(M)]
+        A += [[1.0 if k % M == j else 0.0 for k in range(M * M)] for j in range(M)]
+        res = linprog(C.reshape(-1), A_eq=A, b_eq=[1.0 / M] * (2 * M), bounds=(0, None), method="highs")
+        total += res.fun
+    return math.sqrt(total / a.shape[0])

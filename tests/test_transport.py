@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from cotresnet import auction as A
 from cotresnet import transport as T
 
 torch.set_num_threads(1)
@@ -91,7 +92,7 @@ def test_small_blocks_change_nothing_certified():
 
 
 def test_a_phase_that_gives_up_leaves_a_certified_bracket(monkeypatch):
-    monkeypatch.setattr(T, "PHASE_BIDS", 1)
+    monkeypatch.setattr(A, "PHASE_BIDS", 1)
     for kind in ("duplicates", "far", "independent"):
         a, b = clouds(kind, 200, 3, 2)
         assert_certified(T.w2_bracket(a, b, exact_max_m=0), a, b, T.exact_w2(a, b).upper2)
@@ -148,7 +149,7 @@ def test_cot_bracket_matches_the_exact_distance():
         assert ex.method == "exact" and ex.relative_width == 0.0
         assert ex.lower == ex.upper == ex.exact == pytest.approx(exact, rel=1e-12)
         br = T.cot_distance_bracket(p, q, exact_max_m=0)
-        assert br.method == "auction" and br.exact is None and len(br.layers) == 3
+        assert br.method == "bracket" and br.exact is None and len(br.layers) == 3
         assert br.lower <= exact * (1 + 1e-9) and exact <= br.upper * (1 + 1e-9)
         assert br.relative_width == pytest.approx((br.upper - br.lower) / br.upper)
         assert br.upper ** 2 == pytest.approx(sum(x.upper2 for x in br.layers) / 3, rel=1e-12)
@@ -160,3 +161,71 @@ def test_cot_bracket_of_identical_networks_is_zero():
     br = T.cot_distance_bracket(p, p, exact_max_m=0)
     assert br.lower == 0.0 and br.upper == 0.0 and br.relative_width == 0.0
     assert math.isclose(T.cot_distance_bracket(p, p).exact, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["barely", "moved", "independent", "duplicates", "permuted"])
+def test_nearest_dual_is_feasible_and_worth_the_identity_when_twins_are_nearest(kind):
+    a, b = clouds(kind, 300, 5, 21)
+    f = T.nearest_dual(a, b)
+    C = cost_matrix(a, b)
+    assert (f[:, None] <= C).all() and (f >= 0).all()  # with g = 0: a feasible dual pair
+    twins = C.argmin(1) == torch.arange(300)
+    if twins.all():  # every particle's nearest neighbour is its own: the identity coupling is optimal
+        identity = T.perm_cost(a, b, torch.arange(300))
+        assert f.mean().item() == pytest.approx(identity, rel=1e-9)
+        assert T.exact_w2(a, b).upper2 == pytest.approx(identity, rel=1e-12)
+    else:  # exact where the search did not stop, zero after
+        nearest = C.min(1).values
+        assert ((f - nearest).abs() <= 1e-9 * nearest + 1e-12 * C.max() + (f == 0) * nearest).all()
+    if kind == "independent":  # the search gave up after its first chunk: most rows keep f = 0
+        assert (f == 0).sum() >= 300 * (1 - 1 / T.NEAREST_CHUNKS) - 1
+
+
+def test_nearest_dual_of_particles_that_kept_their_labels_is_the_identity_cost():
+    a = torch.randn(400, 33, generator=gen(3), dtype=torch.float64)
+    b = a + 0.3 * torch.randn(400, 33, generator=gen(4), dtype=torch.float64)  # moved, labels kept
+    identity = T.perm_cost(a, b, torch.arange(400))
+    assert T.nearest_dual(a, b).mean().item() == pytest.approx(identity, rel=1e-10)  # less its rounding slack
+    assert T.exact_w2(a, b).upper2 == pytest.approx(identity, rel=1e-12)
+
+
+def test_cheap_steps_close_the_bracket_of_barely_moved_particles_without_the_auction(monkeypatch):
+    def no_auction(*args):
+        raise AssertionError("the auction ran")
+        yield
+
+    monkeypatch.setattr(T, "auction_phases", no_auction)
+    p = particles(4, 500, 3, 0)
+    q = {k: v + 0.02 * torch.randn(v.shape, generator=gen(1), dtype=v.dtype) for k, v in p.items()}
+    br = T.cot_distance_bracket(q, p, exact_max_m=0, target=1e-6)
+    assert br.relative_width <= 1e-6 and br.method == "bracket"
+    exact = T.cot_distance_bracket(q, p).exact
+    assert br.lower <= exact * (1 + 1e-12) and exact <= br.upper * (1 + 1e-12)
+
+
+def test_the_target_stops_refinement_and_the_widest_layers_go_first():
+    p = particles(3, 200, 2, 5)
+    q = particles(3, 200, 2, 6, like=p, move=1.0)
+    q = {k: torch.cat([v[:1] * 0 + p[k][:1], v[1:]]) for k, v in q.items()}  # layer 0 does not move
+    exact = T.cot_distance_bracket(p, q, exact_max_m=200).exact
+    loose, tight = (T.cot_distance_bracket(p, q, exact_max_m=0, target=t) for t in (0.3, 0.0))
+    for br in (loose, tight):
+        assert br.lower <= exact * (1 + 1e-12) and exact <= br.upper * (1 + 1e-12)
+    assert tight.relative_width < loose.relative_width <= 0.3
+    assert loose.layers[0].upper2 == 0.0  # a layer that did not move is closed at once
+
+
+def test_cot_bracket_contains_the_exact_distance_and_tightens_with_budget():
+    from cotresnet.diagnostics import cot_distance_lower, cot_distance_upper
+    p = particles(3, 120, 2, 7)
+    for move in (0.05, 1.0, 3.0):
+        q = particles(3, 120, 2, 8, like=p, move=move)
+        exact = T.cot_distance_bracket(p, q, exact_max_m=120).exact
+        brs = [T.cot_distance_bracket(p, q, exact_max_m=0, budget=n, seed=1) for n in range(7)]
+        for br in brs:
+            assert br.lower <= exact * (1 + 1e-12) and exact <= br.upper * (1 + 1e-12)
+            assert br.lower >= cot_distance_lower(p, q) * (1 - 1e-12)
+            assert br.upper <= cot_distance_upper(p, q) * (1 + 1e-12)
+        for small, large in zip(brs, brs[1:]):
+            assert large.lower >= small.lower and large.upper <= small.upper
+        assert brs[-1].relative_width <= 1e-2 * max(brs[0].relative_width, 1e-10) or brs[-1].relative_width < 1e-9
