@@ -110,6 +110,8 @@ def job_row(job: Path, sweep_dir: Path) -> Dict[str, object]:
     for key in ("kind", "c0", "certified_radius", "inside_certified_region", "guaranteed_factor", "observed_factor"):
         row[f"certificate_{key}" if key == "kind" else key] = cert.get(key)
     row["lambda_min_tangent_init"] = cert.get("lambda_min_tangent_init") if cert.get("resolved") else None
+    layers = (s.get("lambda_min_feature_layers") or {}).get("init") or []
+    row["lambda_min_feature_init"] = min(layers) if layers and None not in layers else None
     ri, rf = s.get("risk_init"), final.get("risk_train")
     if ri and rf is not None and ri > 0 and rf > 0:
         row["log10_risk_ratio"] = math.log10(rf / ri)
@@ -194,6 +196,7 @@ def report_metrics(sweep_dir: Path) -> List[str]:
 
 def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None) -> Dict[str, object]:
     from .figures import sweep_figures
+    from .threshold_report import SEARCH, threshold_report
 
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out else sweep_dir / "report"
@@ -204,7 +207,12 @@ def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None) -> Dict
         _atomic_frame(df, out / "report.csv", "csv")
         _atomic_frame(df, out / "report.parquet", "parquet")
     written = sweep_figures(df, keys, out, metrics or report_metrics(sweep_dir)) if not df.empty else []
-    return {"table": df, "swept": keys, "figures": written, "line": count_statuses(sweep_dir), "out": out}
+    threshold = None
+    if (sweep_dir / SEARCH).is_file():  # a threshold search: its boundary, fits and scaling law
+        threshold = threshold_report(sweep_dir, out)
+        written += threshold["figures"]
+    return {"table": df, "swept": keys, "figures": written, "line": count_statuses(sweep_dir), "out": out,
+            "threshold": threshold}
 
 
 def main(argv=None) -> int:
@@ -218,6 +226,8 @@ def main(argv=None) -> int:
         return 2
     r = report(args.sweep_dir, args.out, args.metric)
     print(r["line"])
+    if r["threshold"]:
+        print("\n".join(r["threshold"]["lines"]))
     print(f"swept keys: {', '.join(r['swept']) or 'none'}; table: {r['out'] / 'report.csv'} (+ .parquet); "
           f"{len(r['figures'])} figures in {r['out']}")
     return 0
