@@ -39,10 +39,12 @@ class FlowDiagnostics(pl.Callback):
     Every `log_every` steps a row with test metrics, kernels and distances when due."""
 
     def __init__(self, record: FlowRecord, data, cadence: Cadence, loggers: list, spectrum=None,
-                 replica: Optional[int] = None):
+                 replica: Optional[int] = None, depths=None, depth_weight: Optional[float] = None):
         super().__init__()
         self.record, self.data, self.cadence = record, data, cadence
         self.loggers, self.spectrum, self.replica = loggers, spectrum, replica
+        # depth-mobile particles: their depth histogram's writer, and kappa when their depths move
+        self.depths, self.depth_weight = depths, depth_weight
 
     @property
     def state_key(self) -> str:
@@ -61,9 +63,11 @@ class FlowDiagnostics(pl.Callback):
         row.update(D.evaluate(net, self.data.x_test, self.data.y_test, self.data.classification, "test"))
         if self.data.classification:
             row.update(D.evaluate(net, self.data.x_train, self.data.y_train, True, "train"))
+        if self.depths is not None:
+            self._depth_row(net, row)
         if c.kernel_every and (final or step % c.kernel_every == 0):
             x, y = self._train(device)
-            kd = D.kernel_diagnostics(net, x[: c.n_kernel], y[: c.n_kernel])
+            kd = self._kernel_diagnostics(net, x[: c.n_kernel], y[: c.n_kernel])
             row.update(self.record.kernels(kd, self.data.n_train))
             if self.spectrum is not None:
                 for decade, count, share in kd.spectrum.decades + [("unresolved", *kd.spectrum.unresolved)]:
@@ -73,9 +77,28 @@ class FlowDiagnostics(pl.Callback):
             row.update(D.distances(net.particles(), self.record.init))
         return self.record.log_row(row)
 
+    def _kernel_diagnostics(self, net, x, y):
+        if self.depths is None:
+            return D.kernel_diagnostics(net, x, y)
+        from . import depth
+
+        return depth.kernel_diagnostics(net, x, y, self.depth_weight)
+
+    def _depth_row(self, net, row: dict) -> None:
+        """The depth marginal's columns, and its histogram into depths.csv."""
+        from .depth import depth_histogram, depth_row
+        from .rundir import DEPTH_BINS
+
+        s = net.particles()["s"]
+        row.update(depth_row(s, net.L))
+        for i, count in enumerate(depth_histogram(s, DEPTH_BINS).tolist()):
+            self.depths.append({"step": row["step"], "flow_time": row["flow_time"], "bin_lo": i / DEPTH_BINS,
+                                "bin_hi": (i + 1) / DEPTH_BINS, "count": count})
+
     def _log(self, row: dict) -> None:
+        values = {k: v for k, v in row.items() if v is not None}  # not computed here, or unresolved
         for lg in self.loggers:
-            lg.log_metrics(row, step=int(row["step"]))
+            lg.log_metrics(values, step=int(row["step"]))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if self.record.done:
@@ -86,9 +109,10 @@ class FlowDiagnostics(pl.Callback):
         G_step = D.grad_norm2(v.grads, v.net.L, v.net.M).item()
         risk, G = v.risk.item(), G_step
         if self.cadence.full_batch_rows and math.isfinite(G_step):
-            risk, G = D.risk_and_grad_norm2(v.net, *self._train(v.net.u.device))
+            risk, G = D.risk_and_grad_norm2(v.net, *self._train(v.net.u.device), self.depth_weight)
         # the step moves theta by lr * grad: its COT length is lr sqrt(sum |grad|^2 / (L M))
-        row = self.record.step(step, risk, G, v.tau, v.lr * math.sqrt(max(G_step, 0.0)) / (v.net.L * v.net.M))
+        row = self.record.step(step, risk, G, v.tau, v.lr * math.sqrt(max(G_step, 0.0)) / (v.net.L * v.net.M),
+                               v.depth_step)
         if row is None:
             self._diverge(trainer, pl_module, step, risk, G)
             return
@@ -117,7 +141,7 @@ class FlowDiagnostics(pl.Callback):
         """The row of the final particles (none for a diverged flow), with every diagnostic switched on."""
         if self.record.status == "diverged":
             return
-        risk, G = D.risk_and_grad_norm2(net, *self._train(net.u.device))
+        risk, G = D.risk_and_grad_norm2(net, *self._train(net.u.device), self.depth_weight)
         row = self.record.final(steps, risk, G, tau)
         if row is not None:
             self._log(self._row(net, row, final=True))

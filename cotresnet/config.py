@@ -21,6 +21,9 @@ PARAMETERIZATIONS = ("mean_field", "standard")
 DATASETS = ("teacher", "diabetes", "digits", "wine", "breast_cancer", "file")
 TEACHER_INPUTS = ("gaussian", "sphere")
 DTYPES = ("float32", "float64")
+DEPTH_KERNELS = ("gaussian", "bump", "triweight")
+GEOMETRIES = ("cot", "wasserstein")
+PLOT_FORMATS = ("png", "pdf", "svg")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 SEED_MAX = 2**31 - 1  # every RNG we seed (torch, numpy, python, wandb) accepts it
 # keys that do not change tensor shapes: a sweep over them can run as replicas inside one job
@@ -47,6 +50,8 @@ class ModelConfig:
     embedding: str = "pad"
     readout: str = "first"
     dtype: str = "float32"
+    depth_kernel: Optional[str] = None  # null: L layers; gaussian | bump | triweight: particles with depths (docs/math.md 5)
+    bandwidth: float = 0.1  # h of the depth kernel
 
 
 @dataclass
@@ -86,6 +91,8 @@ class OptimConfig:
     dt: float = 0.1  # the flow's time step under mean_field; flow time t = step * dt
     parameterization: str = "mean_field"  # mean_field: theta -= dt L M grad; standard: theta -= dt grad
     batch_size: Optional[int] = None  # None: full batch (the gradient flow); else minibatch SGD
+    geometry: str = "cot"  # cot: particles keep their depth; wasserstein: depths move too (model.depth_kernel)
+    depth_weight: float = 1.0  # kappa, the Wasserstein metric's weight on the depth direction (1: plain W_2)
 
 
 @dataclass
@@ -178,6 +185,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0: only the final one
     overwrite: bool = False  # replace a different run found in the run directory (its files go first)
     tags: List[str] = field(default_factory=list)
+    plots: List[str] = field(default_factory=lambda: ["png", "pdf"])  # the run's plots' formats; []: none
     optimized_metric: Optional[str] = None  # the job returns this final metric (Hydra's optimizing sweepers)
     name: str = "train"
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, Tuple
+from dataclasses import replace
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from cotresnet.activations import activation
+from .activations import activation
+from .model import NetworkSpec, _SpecDims, check_shapes
 
 _BUMP_MASS = 0.443993816168079437823  # int_{-1}^{1} exp(-1 / (1 - z^2)) dz (mpmath, 30 digits)
 
@@ -87,58 +89,52 @@ class _DepthField(nn.Module):
         return self.net.field(t, x)
 
 
-class DepthMobileResNet(nn.Module):
-    """X(0) = E x, dX/ds = (1/J) sum_j k_h(s, s_j) u_j sigma(w_j . X + b_j), output R X(1).
+def with_grid_depths(particles: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Layered particles {u: (L, M, d), w, b} plus their depths on the layer grid, s: (L, M) = (l + 1/2)/L."""
+    L, M = particles["b"].shape
+    s = layer_grid_depths(L, M, particles["u"].dtype, particles["u"].device).reshape(L, M)
+    return {**particles, "s": s}
 
-    Parameters s: (J,), u, w: (J, d), b: (J,). Buffers embedding: (d, d_in), readout: (d_out, d).
-    integrator: `euler` and `rk4` take `steps` uniform steps over [0, 1] (from_layered: steps = L substeps);
-    `dopri5` is adaptive (rtol, atol) and must land on a grid of spacing <= h, so that no bump is stepped
-    over where the field is zero around it. Fixed steps must be well below h: a step longer than h can step
-    over a compact bump entirely, and Euler with step h gives a bump the wrong mass.
+
+class DepthMobileResNet(_SpecDims, nn.Module):
+    """X(0) = E x, dX/ds = (1/J) sum_j k_h(s, s_j) u_j sigma(w_j . X + b_j), output R X(1); J = L M.
+
+    Built like the layered network from (particles, spec, embedding, readout): particles {s: (L, M),
+    u, w: (L, M, d), b: (L, M)} keep their initial layer as an index (particle j = l M + m), while s moves
+    freely under the Wasserstein flow. spec.depth_kernel names k, spec.bandwidth is h.
+    Integrators: `euler` and `rk4` take L * spec.substeps uniform steps over [0, 1]; `dopri5` is adaptive
+    (rtol, atol) and must land on a grid of spacing <= h, so that no bump is stepped over where the field
+    is zero around it. Fixed steps must be well below h: a step longer than h can step over a compact bump
+    entirely, and Euler with step h gives a bump the wrong mass.
     `adjoint` solves with torchdiffeq's odeint_adjoint: its gradient discretizes the continuous one, and
     dRisk/ds_j is a nearly cancelling integral of k_h', so its relative error is far above theta's
     (rk4, 200 steps, h 0.08: 4e-5 against 1e-10; euler: O(dt / h) of the cancelling integral, unusable).
     """
 
-    def __init__(
-        self, s: Tensor, u: Tensor, w: Tensor, b: Tensor, activation_name: str, embedding: Tensor,
-        readout: Tensor, h: float, kernel: str = "gaussian", integrator: str = "rk4", steps: int = 64,
-        rtol: float = 1e-7, atol: float = 1e-9, adjoint: bool = False,
-    ):
+    def __init__(self, particles: Dict[str, Tensor], spec: NetworkSpec, embedding: Tensor, readout: Tensor):
         super().__init__()
-        if kernel not in KERNELS or integrator not in ("euler", "rk4", "dopri5"):
-            raise ValueError(f"unknown kernel {kernel!r} or integrator {integrator!r}")
-        if integrator != "dopri5" and 1.0 / steps > h:
-            warnings.warn(f"step 1/{steps} exceeds the bandwidth h={h}: the solver can miss bumps", stacklevel=2)
-        self.s = nn.Parameter(fold_depth(s.to(u.dtype)))
-        self.u, self.w, self.b = nn.Parameter(u), nn.Parameter(w), nn.Parameter(b)
-        self.register_buffer("embedding", embedding.to(u.dtype))
-        self.register_buffer("readout", readout.to(u.dtype))
-        self.activation_name = activation_name
-        self.sigma = activation(activation_name)  # relu warns: outside the theory's regularity
-        self.h, self.kernel, self.integrator, self.steps = h, kernel, integrator, steps
-        self.rtol, self.atol, self.adjoint = rtol, atol, adjoint
-
-    @classmethod
-    def from_layered(cls, particles: Dict[str, Tensor], activation_name: str, embedding: Tensor, readout: Tensor,
-                     h: float, substeps: int = 8, **kw) -> "DepthMobileResNet":
-        """From layered particles {u: (L, M, d), w: (L, M, d), b: (L, M)}: s on (l + 1/2)/L, j = l M + m,
-        steps = L substeps. The bump of particle (l, m) carries its layer's field mass 1/(L M)."""
-        L, M, _ = particles["u"].shape
-        s = layer_grid_depths(L, M, particles["u"].dtype, particles["u"].device)
-        flat = {k: particles[k].reshape(L * M, *particles[k].shape[2:]).clone() for k in ("u", "w", "b")}
-        return cls(s, flat["u"], flat["w"], flat["b"], activation_name, embedding, readout, h,
-                   steps=L * substeps, **kw)
+        if spec.depth_kernel not in KERNELS:
+            raise ValueError(f"unknown depth kernel {spec.depth_kernel!r}; choose one of {', '.join(KERNELS)}")
+        check_shapes(spec, particles, embedding, readout)
+        if spec.integrator != "dopri5" and 1.0 / (spec.L * spec.substeps) > spec.bandwidth:
+            warnings.warn(f"step 1/{spec.L * spec.substeps} exceeds the bandwidth h={spec.bandwidth}: the solver "
+                          "can miss bumps (raise model.substeps)", stacklevel=2)
+        self.spec = spec
+        self.s = nn.Parameter(fold_depth(particles["s"].to(particles["u"].dtype)))
+        self.u, self.w, self.b = (nn.Parameter(particles[k]) for k in "uwb")
+        self.register_buffer("embedding", embedding.to(particles["u"].dtype))
+        self.register_buffer("readout", readout.to(particles["u"].dtype))
+        self.sigma = activation(spec.activation)  # relu warns: outside the theory's regularity
 
     @property
     def J(self) -> int:
-        return self.u.shape[0]
+        return self.spec.L * self.spec.M
 
     def field(self, t: Tensor, x: Tensor) -> Tensor:
         """F(t, x): x (N, d) -> (N, d). Particles whose kernel weight is exactly 0 at t are skipped
         (compact kernels, underflowed Gaussian tails): same value and gradient, cost ~ the active ones."""
-        k = reflected_kernel(t, self.s, self.h, self.kernel) / self.J
-        u, w, b = self.u, self.w, self.b
+        k = reflected_kernel(t, self.s.reshape(-1), self.spec.bandwidth, self.spec.depth_kernel) / self.J
+        u, w, b = self.u.reshape(self.J, -1), self.w.reshape(self.J, -1), self.b.reshape(-1)
         active = k != 0
         if not bool(active.all()):  # a host sync per evaluation; on GPU the price of the sparsity
             idx = active.nonzero().squeeze(1)
@@ -147,18 +143,20 @@ class DepthMobileResNet(nn.Module):
 
     def flow(self, X0: Tensor) -> Tensor:
         """X(1) from X(0): (N, d) -> (N, d)."""
-        solve = odeint_adjoint if self.adjoint else odeint
-        extra = {"adjoint_params": tuple(self.parameters())} if self.adjoint else {}
+        sp = self.spec
+        solve = odeint_adjoint if sp.adjoint else odeint
+        extra = {"adjoint_params": tuple(self.parameters())} if sp.adjoint else {}
         t = torch.tensor([0.0, 1.0], dtype=X0.dtype, device=X0.device)
-        if self.integrator == "dopri5":
-            grid = torch.linspace(0.0, 1.0, math.ceil(1.0 / self.h) + 1, dtype=X0.dtype, device=X0.device)
+        if sp.integrator == "dopri5":
+            grid = torch.linspace(0.0, 1.0, math.ceil(1.0 / sp.bandwidth) + 1, dtype=X0.dtype, device=X0.device)
             options = {"step_t": grid[1:-1]} if grid.numel() > 2 else {}
-            return solve(_DepthField(self), X0, t, method="dopri5", rtol=self.rtol, atol=self.atol,
+            return solve(_DepthField(self), X0, t, method="dopri5", rtol=sp.rtol, atol=sp.atol,
                          options=options, **extra)[-1]
+        steps = sp.L * sp.substeps
         # built from the solver's own t: the adjoint's backward pass runs it on the mirrored interval
-        grid = lambda f, y0, tt: torch.linspace(float(tt[0]), float(tt[-1]), self.steps + 1, dtype=tt.dtype,
+        grid = lambda f, y0, tt: torch.linspace(float(tt[0]), float(tt[-1]), steps + 1, dtype=tt.dtype,
                                                 device=tt.device)
-        return solve(_DepthField(self), X0, t, method=self.integrator, options={"grid_constructor": grid},
+        return solve(_DepthField(self), X0, t, method=sp.integrator, options={"grid_constructor": grid},
                      **extra)[-1]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -170,10 +168,20 @@ class DepthMobileResNet(nn.Module):
         return 0.5 * (self(x) - y).pow(2).sum(-1).mean()
 
     def particles(self) -> Dict[str, Tensor]:
-        """Detached copies {s: (J,), u: (J, d), w: (J, d), b: (J,)}; s folded into [0, 1], the depths the
-        model uses (an optimizer other than flow_step may push the stored s outside)."""
-        p = {k: getattr(self, k).detach().clone() for k in ("u", "w", "b")}
-        return {"s": fold_depth(self.s.detach()).clone(), **p}
+        """Detached copies {u, w: (L, M, d), b: (L, M), s: (L, M)}; s folded into [0, 1], the depths the
+        model uses (an optimizer step may push the stored s outside)."""
+        return {**{k: getattr(self, k).detach().clone() for k in "uwb"}, "s": fold_depth(self.s.detach()).clone()}
+
+    def meta(self) -> dict:
+        return {**self.spec.as_dict(), "embedding": self.embedding.detach().cpu().clone(),
+                "readout": self.readout.detach().cpu().clone()}
+
+    def detached(self, **changes) -> "DepthMobileResNet":
+        """A copy on copied tensors, with spec fields changed (e.g. dtype="float64")."""
+        spec = replace(self.spec, **changes)
+        cast = lambda t: t.detach().to(device=self.u.device, dtype=spec.torch_dtype, copy=True)
+        return DepthMobileResNet({k: cast(getattr(self, k)) for k in "uwbs"}, spec, cast(self.embedding),
+                                 cast(self.readout))
 
 
 def flow_step(net: DepthMobileResNet, x: Tensor, y: Tensor, dt: float, geometry: str = "cot",
@@ -242,3 +250,43 @@ def depth_histogram(s: Tensor, bins: int) -> Tensor:
     """Counts of depths in `bins` equal bins of [0, 1] (s = 1 in the last): (bins,) long."""
     idx = (s.detach().to(torch.float64).reshape(-1) * bins).floor().long().clamp(0, bins - 1)
     return torch.bincount(idx, minlength=bins)
+
+
+def tangent_kernel(net: DepthMobileResNet, x: Tensor, kappa: Optional[float]) -> Tensor:
+    """K = J Jac Jac^T: (n d_out, n d_out), Jac = d(R X_1(x_i)) / d(theta, sqrt(kappa) s), built row by row by
+    backprop; the depth columns only when the depths move (kappa given: the Wasserstein flow), so that
+    G = r^T K r / n^2 is the flow's own metric norm of its velocity."""
+    params = [net.u, net.w, net.b] + ([net.s] if kappa is not None else [])
+    out = net(x).reshape(-1)
+    rows = []
+    for o in out:
+        grads = torch.autograd.grad(o, params, retain_graph=True)
+        scaled = [*grads[:3], *(g * kappa**0.5 for g in grads[3:])]
+        rows.append(torch.cat([g.reshape(-1) for g in scaled]))
+    jac = torch.stack(rows)
+    return net.J * jac @ jac.T
+
+
+def kernel_diagnostics(net: DepthMobileResNet, x: Tensor, y: Tensor, kappa: Optional[float]):
+    """diagnostics.KernelDiagnostics of a depth-mobile network on (x, y), float64 (no feature kernels:
+    particles at moving depths form no layers)."""
+    from .diagnostics import KernelDiagnostics
+    from .spectra import kernel_spectrum
+
+    net64 = net.detached(dtype="float64")
+    net64.s.requires_grad_(kappa is not None)
+    x, y = x.to(net64.u.device, torch.float64), y.to(net64.u.device, torch.float64)
+    K = tangent_kernel(net64, x, kappa)
+    with torch.no_grad():
+        r = (net64(x) - y).reshape(-1)
+    lam_min, lam_max, spectrum = kernel_spectrum(K, r)
+    n = x.shape[0]
+    return KernelDiagnostics(n=n, lambda_min=lam_min, lambda_max=lam_max, risk=0.5 * r.pow(2).sum().item() / n,
+                             grad_norm2=(r @ K @ r).item() / n**2, spectrum=spectrum, feature=[], u_bound=None)
+
+
+def depth_row(s: Tensor, L: int) -> Dict[str, float]:
+    """The depth marginal's metrics.csv columns: its W_2 distance to Lebesgue (not squared), the largest
+    gap, the effective number of layers."""
+    return {"depth_w2_uniform": depth_w2_to_uniform(s).sqrt().item(), "depth_max_gap": depth_max_gap(s).item(),
+            "depth_effective_layers": depth_effective_layers(s, L).item()}

@@ -8,18 +8,26 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 from . import rundir as RD
 
 
-def diagnostics_of(net, init, x_train, y_train, n_kernel: int) -> Dict[str, Optional[float]]:
-    """Every diagnostic of one set of particles, from scratch: risk, G, P-L ratio, kernels, distances."""
+def diagnostics_of(net, init, x_train, y_train, n_kernel: int, depth_weight: Optional[float] = None):
+    """(every diagnostic of one set of particles as a dict, its KernelDiagnostics), from scratch: risk, G,
+    P-L ratio, kernels, distances, and the depth marginal of depth-mobile particles. `depth_weight`: kappa
+    when the depths move (the Wasserstein flow)."""
     from . import diagnostics as D
 
-    risk, G = D.risk_and_grad_norm2(net, x_train, y_train)
+    risk, G = D.risk_and_grad_norm2(net, x_train, y_train, depth_weight)
     out = {"risk_train": risk, "grad_norm2": G, "pl_ratio": G / risk if risk > 0 else None}
-    kd = D.kernel_diagnostics(net, x_train[:n_kernel], y_train[:n_kernel])
+    if net.spec.depth_kernel is None:
+        kd = D.kernel_diagnostics(net, x_train[:n_kernel], y_train[:n_kernel])
+    else:
+        from .depth import depth_row, kernel_diagnostics
+
+        kd = kernel_diagnostics(net, x_train[:n_kernel], y_train[:n_kernel], depth_weight)
+        out.update(depth_row(net.particles()["s"], net.L))
     out.update(kd.row())
     out.update(D.distances(net.particles(), init))
     return out, kd
@@ -47,7 +55,9 @@ def diagnose(run_dir: Path, n_probe: Optional[int] = None) -> dict:
             net = network_from_meta(particles[which], meta)
         except (KeyError, TypeError, ValueError) as e:
             raise RD.RunDirError(f"{run_dir / RD.PARTICLES}: 'meta' does not rebuild the network ({e})") from e
-        out[which], kds[which] = diagnostics_of(net, particles["init"], data["x_train"], data["y_train"], n_probe)
+        moving = meta.get("depth_weight") if meta.get("geometry") == "wasserstein" else None
+        out[which], kds[which] = diagnostics_of(net, particles["init"], data["x_train"], data["y_train"], n_probe,
+                                                moving)
         out[which].update(D.evaluate(net, data["x_test"], data["y_test"], bool(data.get("classification")), "test"))
     kd0 = kds["init"]
     cert = Certificate("full" if n_probe == n_train else "probe", n_probe, n_train, kd0.lambda_min.value,

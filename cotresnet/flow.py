@@ -81,15 +81,18 @@ class FlowRecord:
     feature_layers: Dict[str, Optional[List[Optional[float]]]] = field(
         default_factory=lambda: {"init": None, "final": None})
     init: Optional[Dict[str, object]] = None  # mu_0's particles {u, w, b}, for the distances
+    depth_path_length: Optional[float] = None  # depth-mobile particles: the depth distance travelled
 
     @property
     def done(self) -> bool:
         return self.status in ("converged", "diverged")
 
-    def step(self, step: int, risk: float, G: float, tau: float, step_length: float) -> Optional[Dict[str, float]]:
-        """Record step k: (risk, G) of theta_k, tau the step's flow time, step_length its COT length.
-        Returns the step's row, or None when it diverged."""
-        if not all(math.isfinite(v) for v in (risk, G, step_length)):
+    def step(self, step: int, risk: float, G: float, tau: float, step_length: float,
+             depth_step: Optional[float] = None) -> Optional[Dict[str, float]]:
+        """Record step k: (risk, G) of theta_k, tau the step's flow time, step_length its length in the flow's
+        metric, depth_step its depth part (depth-mobile particles). Returns the step's row, or None when it
+        diverged."""
+        if not all(math.isfinite(v) for v in (risk, G, step_length, depth_step or 0.0)):
             self.status, self.diverged_at = "diverged", step
             return None
         if self.risk0 is None:
@@ -99,6 +102,8 @@ class FlowRecord:
         self.min_pl_ratio = min(self.min_pl_ratio, ratio)
         self.fidelity_integral += tau * ratio
         self.path_length += step_length
+        if depth_step is not None:
+            self.depth_path_length = (self.depth_path_length or 0.0) + depth_step
         if self.converge_ratio > 0 and risk <= self.converge_ratio * self.risk0:
             self.status, self.stopped_at = "converged", step + 1
         return row
@@ -106,7 +111,8 @@ class FlowRecord:
     def _row(self, step: int, risk: float, G: float, tau: float) -> Dict[str, float]:
         return {"step": step, "flow_time": step * tau, "risk_train": risk, "grad_norm2": G,
                 "pl_ratio": G / risk if risk > 0 else math.nan, "path_length": self.path_length,
-                "risk_predicted": fidelity_prediction(self.risk0, self.fidelity_integral)}
+                "risk_predicted": fidelity_prediction(self.risk0, self.fidelity_integral),
+                "depth_path_length": self.depth_path_length}
 
     def final(self, steps: int, risk: float, G: float, tau: float) -> Optional[Dict[str, float]]:
         """The row of the final particles after `steps` steps; None (diverged) when it is not finite."""

@@ -81,51 +81,82 @@ def _trainer(cfg, run_dir: Path, callbacks: list):
     )
 
 
+def _table(path: Path, columns: List[str], start: int) -> RD.CSVWriter:
+    """A CSV of the run directory, with the rows of a resumed run's future steps dropped."""
+    writer = RD.CSVWriter(path, columns)
+    writer.start()
+    writer.truncate_from(start)
+    return writer
+
+
+def _network_and_module(check: JobCheck):
+    """The job's network (one, or its members stacked as replicas) and the LightningModule that steps it."""
+    from .model import student_network
+    from .replicas import ReplicatedResNet
+    from .module import COTFlowModule
+
+    cfg, members = check.cfg, check.members
+    torch.manual_seed(cfg.seed)
+    nets = [student_network(m.cfg, m.dataset.d_in, m.dataset.d_out) for m in members]
+    replicated = bool(cfg.sweep.replicas)
+    net = ReplicatedResNet(nets) if replicated else nets[0]
+    if cfg.model.activation == "relu":
+        log.warning("activation=relu lies outside the theory's regularity assumptions (see docs/math.md)")
+    dt = [m.cfg.optim.dt for m in members] if replicated else cfg.optim.dt
+    return net, COTFlowModule(net, dt, cfg.optim.parameterization, cfg.trainer.compile, cfg.optim.geometry,
+                              cfg.optim.depth_weight)
+
+
+def _diagnostics(check: JobCheck, ctx: JobContext, module, start: int, wandb_ids: List[str]):
+    """Per member: its loggers and the FlowDiagnostics callback that keeps its record."""
+    from .callbacks import Cadence, FlowDiagnostics
+    from .flow import FlowRecord
+    from .loggers import make_loggers
+    from .sweeper import replica_dirname
+
+    replicated = bool(check.cfg.sweep.replicas)
+    diags, all_loggers = [], []
+    for r, (m, wid) in enumerate(zip(check.members, wandb_ids)):
+        c = m.cfg
+        name = ctx.name + (f"/{replica_dirname(m.replica)}" if m.replica else "")
+        loggers = make_loggers(c, m.run_dir, wid, name, ctx.group, start, concurrent=replicated)
+        cadence = Cadence(c.trainer.log_every, c.callbacks.kernel_every, c.callbacks.ot_every,
+                          kernel_samples(c, m.dataset.n_train, m.dataset.d_out), c.trainer.fail_on_divergence,
+                          full_batch_rows=c.optim.batch_size is not None)
+        depths = _table(m.run_dir / RD.DEPTHS, RD.DEPTH_COLUMNS, start) if c.model.depth_kernel else None
+        diags.append(FlowDiagnostics(FlowRecord(c.trainer.converge_ratio), m.dataset.to(module.net.u.dtype), cadence,
+                                     loggers, _table(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS, start),
+                                     replica=r if replicated else None, depths=depths,
+                                     depth_weight=module.depth_lr_factor))
+        all_loggers.append(loggers)
+    return diags, all_loggers
+
+
 def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
     """Train every member of the job and write its run directory; returns their summaries. Raises
     resume.Interrupted after writing everything when a signal stopped training."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from . import threads
-    from .callbacks import Cadence, Checkpointer, FlowDiagnostics, StopOnRequest
+    from .callbacks import Checkpointer, StopOnRequest
     from .console import progress_callback
     from .data import stack_datasets
-    from .flow import FlowRecord
-    from .loggers import make_loggers
-    from .model import ReplicatedResNet, student_network
-    from .module import COTFlowModule, FlowDataModule
+    from .memory import keep_freed_memory
+    from .module import FlowDataModule
     from .resume import GracefulStop, Interrupted, set_rng_states
-    from .sweeper import replica_dirname
 
     t0 = time.time()
     cfg, members, plan = check.cfg, check.members, check.plan
-    replicated = bool(cfg.sweep.replicas)
-    n_threads = threads.configure(cfg.trainer.threads, members[0].dataset.n_train, cfg.model.M, cfg.model.d, len(members))
+    keep_freed_memory()
+    n_threads = threads.configure(cfg.trainer.threads, members[0].dataset.n_train, cfg.model.M, cfg.model.d,
+                                  len(members))
     prepare(check, ctx)
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
-    torch.manual_seed(cfg.seed)
-    nets = [student_network(m.cfg, m.dataset.d_in, m.dataset.d_out) for m in members]
-    net = ReplicatedResNet(nets) if replicated else nets[0]
-    if cfg.model.activation == "relu":
-        log.warning("activation=relu lies outside the theory's regularity assumptions (see docs/math.md)")
+    net, module = _network_and_module(check)
     info = check.checkpoint_info or {}
     start = info.get("global_step", 0)
     wandb_ids = info.get("wandb_ids") or [uuid.uuid4().hex[:12] for _ in members]
-    module = COTFlowModule(net, [m.cfg.optim.dt for m in members] if replicated else cfg.optim.dt,
-                           cfg.optim.parameterization, cfg.trainer.compile)
-    diags, all_loggers = [], []
-    for r, (m, wid) in enumerate(zip(members, wandb_ids)):
-        loggers = make_loggers(m.cfg, m.run_dir, wid, ctx.name + (f"/{replica_dirname(m.replica)}" if m.replica else ""), ctx.group,
-                               start, concurrent=replicated)
-        spectrum = RD.CSVWriter(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS)
-        spectrum.start()
-        spectrum.truncate_from(start)
-        cadence = Cadence(m.cfg.trainer.log_every, m.cfg.callbacks.kernel_every, m.cfg.callbacks.ot_every,
-                          kernel_samples(m.cfg, m.dataset.n_train, m.dataset.d_out), m.cfg.trainer.fail_on_divergence,
-                          full_batch_rows=m.cfg.optim.batch_size is not None)
-        diags.append(FlowDiagnostics(FlowRecord(m.cfg.trainer.converge_ratio), m.dataset.to(net.u.dtype), cadence,
-                                     loggers, spectrum, replica=r if replicated else None))
-        all_loggers.append(loggers)
+    diags, all_loggers = _diagnostics(check, ctx, module, start, wandb_ids)
     checkpointer = Checkpointer(check.run_dir / RD.CHECKPOINT, cfg.checkpoint_every,
                                 {"fingerprint": check.identity["fingerprint"], "identity": check.identity,
                                  "wandb_ids": wandb_ids})
@@ -133,7 +164,7 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
     shown = [progress_callback(cfg.trainer.progress, [d.record for d in diags], cfg.trainer.max_steps)] \
         if cfg.trainer.progress != "none" else []
     trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, *diags, *shown])
-    data = stack_datasets([m.dataset for m in members]) if replicated else members[0].dataset
+    data = stack_datasets([m.dataset for m in members]) if cfg.sweep.replicas else members[0].dataset
     dm = FlowDataModule(data.to(net.u.dtype), cfg.trainer.max_steps, cfg.optim.batch_size, cfg.seed, start=start)
     if plan.checkpoint is not None:
         log.info("resuming from %s at step %d", plan.checkpoint, start)
@@ -144,8 +175,9 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
                         weights_only=True)
         except SIGTERMException:
             stop.requested = stop.requested or 15
-    summaries = [_finish(m, module.replica_net(r if replicated else None), diag, loggers, trainer.global_step,
-                         module.tau(r if replicated else None), stop.requested, t0, n_threads)
+    replica = (lambda r: r) if cfg.sweep.replicas else (lambda r: None)
+    summaries = [_finish(m, module.replica_net(replica(r)), diag, loggers, trainer.global_step, module.tau(replica(r)),
+                         stop.requested, t0, n_threads)
                  for r, (m, diag, loggers) in enumerate(zip(members, diags, all_loggers))]
     if stop.requested is not None:
         raise Interrupted(stop.requested)
@@ -175,13 +207,15 @@ def _finish(m, net, diag, loggers, global_step: int, tau: float, signum, t0: flo
     diag.final_row(net, tau, rec.steps)
     if signum is not None and rec.status == "max_steps":
         rec.status = "interrupted"
-    meta = {**net.meta(), "parameterization": m.cfg.optim.parameterization, "fingerprint": m.identity["fingerprint"]}
+    meta = {**net.meta(), "parameterization": m.cfg.optim.parameterization, "geometry": m.cfg.optim.geometry,
+            "depth_weight": m.cfg.optim.depth_weight, "fingerprint": m.identity["fingerprint"]}
     RD.save_particles(m.run_dir / RD.PARTICLES, rec.init, net.particles(), meta)
     summary = {**rec.summary(tau), "wall_time_s": time.time() - t0, "seed": m.cfg.seed, "versions": versions(),
                "run_dir": str(m.run_dir), "fingerprint": m.identity["fingerprint"], "tags": list(m.cfg.tags),
                "threads": n_threads, "kernel_samples": diag.cadence.n_kernel}
     RD.write_summary(m.run_dir, summary)
-    plot_run(m.run_dir, rec.certificate.radius if rec.certificate else None)
+    if m.cfg.plots:
+        plot_run(m.run_dir, rec.certificate.radius if rec.certificate else None, list(m.cfg.plots))
     finalize_loggers(loggers, m.cfg, summary)
     return summary
 

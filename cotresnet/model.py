@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,8 @@ class NetworkSpec:
     embedding_kind: str = "pad"  # how E was drawn (model.embedding)
     readout_kind: str = "first"  # how R was drawn (model.readout)
     dtype: str = "float32"
+    depth_kernel: Optional[str] = None  # None: layers; gaussian | bump | triweight: depth-mobile particles (depth.py)
+    bandwidth: float = 0.1  # h of the depth kernel
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -52,7 +54,7 @@ class NetworkSpec:
     @property
     def euler(self) -> bool:
         """The hand-written ResNet (structured kernels and the fused backward apply)."""
-        return self.integrator == "euler" and not self.adjoint
+        return self.integrator == "euler" and not self.adjoint and self.depth_kernel is None
 
     @classmethod
     def from_config(cls, cfg, d_in: int, d_out: int) -> "NetworkSpec":
@@ -60,7 +62,8 @@ class NetworkSpec:
         m = cfg.model
         return cls(L=m.L, M=m.M, d=m.d, d_in=d_in, d_out=d_out, activation=m.activation, integrator=m.integrator,
                    substeps=m.substeps, rtol=m.rtol, atol=m.atol, adjoint=m.adjoint, backprop=m.backprop,
-                   embedding_kind=m.embedding, readout_kind=m.readout, dtype=m.dtype)
+                   embedding_kind=m.embedding, readout_kind=m.readout, dtype=m.dtype, depth_kernel=m.depth_kernel,
+                   bandwidth=m.bandwidth)
 
     @classmethod
     def from_meta(cls, meta: dict) -> "NetworkSpec":
@@ -126,11 +129,13 @@ def readout_matrix(kind: str, d: int, d_out: int, seed: int, dtype=torch.float32
     return embedding_matrix("orthogonal", d, d_out, seed + 104729, dtype).T.contiguous()
 
 
-def _check_shapes(spec: NetworkSpec, p: Particles, embedding: Tensor, readout: Tensor) -> None:
-    want = {"u": (spec.L, spec.M, spec.d), "w": (spec.L, spec.M, spec.d), "b": (spec.L, spec.M),
-            "embedding": (spec.d, spec.d_in), "readout": (spec.d_out, spec.d)}
-    got = {**{k: tuple(p[k].shape[-len(want[k]):]) for k in "uwb"}, "embedding": tuple(embedding.shape[-2:]),
-           "readout": tuple(readout.shape[-2:])}
+def check_shapes(spec: NetworkSpec, p: Particles, embedding: Tensor, readout: Tensor) -> None:
+    """The particles (and depths s of a depth-mobile network), E and R have the spec's shapes, or ValueError."""
+    layer, vector = (spec.L, spec.M), (spec.L, spec.M, spec.d)
+    want = {"u": vector, "w": vector, "b": layer, **({"s": layer} if spec.depth_kernel else {})}
+    got = {k: tuple(p[k].shape[-len(shape):]) if k in p else None for k, shape in want.items()}
+    want.update(embedding=(spec.d, spec.d_in), readout=(spec.d_out, spec.d))
+    got.update(embedding=tuple(embedding.shape[-2:]), readout=tuple(readout.shape[-2:]))
     bad = [f"{k} {got[k]} (spec: {want[k]})" for k in want if got[k] != want[k]]
     if bad:
         raise ValueError(f"particles do not match their NetworkSpec: {', '.join(bad)}")
@@ -173,7 +178,7 @@ class MeanFieldResNet(_SpecDims, nn.Module):
 
     def __init__(self, particles: Particles, spec: NetworkSpec, embedding: Tensor, readout: Tensor):
         super().__init__()
-        _check_shapes(spec, particles, embedding, readout)
+        check_shapes(spec, particles, embedding, readout)
         self.spec = spec
         self.u, self.w, self.b = (nn.Parameter(particles[k]) for k in "uwb")
         self.register_buffer("embedding", embedding.to(particles["u"].dtype))
@@ -255,57 +260,33 @@ class MeanFieldResNet(_SpecDims, nn.Module):
                                cast(self.readout))
 
 
-def student_network(cfg, d_in: int, d_out: int) -> MeanFieldResNet:
-    """The network a training config trains, with its initial particles."""
+def build_network(particles: Particles, spec: NetworkSpec, embedding: Tensor, readout: Tensor):
+    """The network of a spec: the layered MeanFieldResNet, or depth.DepthMobileResNet when the spec names
+    a depth kernel (its particles then carry depths s: (L, M))."""
+    if spec.depth_kernel is None:
+        return MeanFieldResNet(particles, spec, embedding, readout)
+    from .depth import DepthMobileResNet
+
+    return DepthMobileResNet(particles, spec, embedding, readout)
+
+
+def student_network(cfg, d_in: int, d_out: int):
+    """The network a training config trains, with its initial particles (depths on the layer grid)."""
     spec = NetworkSpec.from_config(cfg, d_in, d_out)
     i, dtype = cfg.init, spec.torch_dtype
     particles = init_particles(spec.L, spec.M, spec.d, scheme=i.scheme, scale_u=i.scale_u, scale_w=i.scale_w,
                                scale_b=i.scale_b, seed=cfg.seed, dtype=dtype)
-    return MeanFieldResNet(particles, spec, embedding_matrix(spec.embedding_kind, spec.d, d_in, cfg.seed, dtype),
-                           readout_matrix(spec.readout_kind, spec.d, d_out, cfg.seed, dtype))
+    if spec.depth_kernel is not None:
+        from .depth import with_grid_depths
+
+        particles = with_grid_depths(particles)
+    return build_network(particles, spec, embedding_matrix(spec.embedding_kind, spec.d, d_in, cfg.seed, dtype),
+                         readout_matrix(spec.readout_kind, spec.d, d_out, cfg.seed, dtype))
 
 
-def network_from_meta(particles: Particles, meta: dict) -> MeanFieldResNet:
-    """Rebuild a network from a particles.pt entry ({u, w, b}) and its meta, in the spec's dtype."""
+def network_from_meta(particles: Particles, meta: dict):
+    """Rebuild a network from a particles.pt entry ({u, w, b[, s]}) and its meta, in the spec's dtype."""
     spec = NetworkSpec.from_meta(meta)
     cast = lambda t: t.detach().to(spec.torch_dtype, copy=True)
-    return MeanFieldResNet({k: cast(particles[k]) for k in "uwb"}, spec, cast(meta["embedding"]),
-                           cast(meta["readout"]))
-
-
-class ReplicatedResNet(_SpecDims, nn.Module):
-    """R Euler ResNets of one spec stepped together (a vectorized sweep over seeds, scales, dt, data).
-
-    Parameters u, w: (R, L, M, d), b: (R, L, M); buffers embedding: (R, d, d_in), readout: (R, d_out, d).
-    Each layer is one batched matmul for all replicas and all M particles.
-    """
-
-    def __init__(self, nets):
-        super().__init__()
-        self.spec = nets[0].spec
-        if not self.spec.euler:
-            raise ValueError("replicas run the Euler ResNet only (model.integrator=euler, model.adjoint=false)")
-        if any(n.spec != self.spec for n in nets):
-            raise ValueError("replicas must share one NetworkSpec")
-        self.u, self.w, self.b = (nn.Parameter(torch.stack([getattr(n, k).detach() for n in nets])) for k in "uwb")
-        self.register_buffer("embedding", torch.stack([n.embedding for n in nets]))
-        self.register_buffer("readout", torch.stack([n.readout for n in nets]))
-
-    @property
-    def R(self) -> int:
-        return self.u.shape[0]
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (R, N, d_in) -> (R, N, d_out)."""
-        X = euler_flow(x @ self.embedding.transpose(1, 2), self.u, self.w, self.b, self.spec.activation,
-                       self.spec.backprop)[-1]
-        return X @ self.readout.transpose(1, 2)
-
-    def risks(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-replica risks: (R,)."""
-        return 0.5 * (self(x) - y).pow(2).sum(-1).mean(-1)
-
-    def replica(self, r: int) -> MeanFieldResNet:
-        """Replica r as a MeanFieldResNet sharing this module's storage (detached: for diagnostics)."""
-        return MeanFieldResNet({k: getattr(self, k).detach()[r] for k in "uwb"}, self.spec, self.embedding[r],
-                               self.readout[r])
+    return build_network({k: cast(v) for k, v in particles.items()}, spec, cast(meta["embedding"]),
+                         cast(meta["readout"]))

@@ -9,7 +9,8 @@ import torch
 
 from .data import Dataset, Minibatches, RepeatBatch
 from .flow import flow_time_step, learning_rate
-from .model import MeanFieldResNet, ReplicatedResNet
+from .model import MeanFieldResNet
+from .replicas import ReplicatedResNet
 
 
 class ReplicaView(NamedTuple):
@@ -22,6 +23,7 @@ class ReplicaView(NamedTuple):
     grads: List[torch.Tensor]
     tau: float
     lr: float
+    depth_step: Optional[float] = None  # depth-mobile particles under the Wasserstein flow: sqrt(mean |delta s|^2)
 
 
 class COTFlowModule(pl.LightningModule):
@@ -31,9 +33,15 @@ class COTFlowModule(pl.LightningModule):
     lr = learning_rate(dt_0, ...): replica r moves by learning_rate(dt_r, ...) * dL_r/dtheta_r.
     """
 
-    def __init__(self, net, dt: Union[float, Sequence[float]], parameterization: str, compile: str = "none"):
+    def __init__(self, net, dt: Union[float, Sequence[float]], parameterization: str, compile: str = "none",
+                 geometry: str = "cot", depth_weight: float = 1.0):
         super().__init__()
         self.net = net
+        # depth-mobile particles: the COT flow keeps their depths (no gradient), the Wasserstein flow moves
+        # them with the depth weight kappa: s -= kappa lr dL/ds
+        self.depth_lr_factor = depth_weight if geometry == "wasserstein" else None
+        if hasattr(net, "s"):
+            net.s.requires_grad_(self.depth_lr_factor is not None)
         self.replicated = isinstance(net, ReplicatedResNet)
         self.dts = [float(v) for v in dt] if self.replicated else [float(dt)]
         self.parameterization = parameterization
@@ -72,10 +80,18 @@ class COTFlowModule(pl.LightningModule):
         """The network, or replica r of a ReplicatedResNet (sharing storage, detached)."""
         return self.net if replica is None else self.net.replica(replica)
 
+    def theta(self) -> List[torch.nn.Parameter]:
+        return [self.net.u, self.net.w, self.net.b]
+
     def view(self, replica: Optional[int] = None) -> ReplicaView:
-        """The current step's risk and gradient (valid between backward and the optimizer step)."""
+        """The current step's risk and gradient (valid between backward and the optimizer step); a moving
+        depth's gradient enters as sqrt(kappa) dL/ds, so that G = L M sum |grad|^2 is the flow's metric norm."""
         if replica is None:
-            return ReplicaView(self.net, self.last_risk, [p.grad for p in self.net.parameters()], self.tau(), self.lr)
+            grads, depth_step = [p.grad for p in self.theta()], None
+            if self.depth_lr_factor is not None:
+                grads.append(self.net.s.grad * self.depth_lr_factor**0.5)
+                depth_step = self.lr * self.depth_lr_factor * self.net.s.grad.pow(2).mean().sqrt().item()
+            return ReplicaView(self.net, self.last_risk, grads, self.tau(), self.lr, depth_step)
         c = self.loss_weights[replica].item()
         return ReplicaView(self.net.replica(replica), self.last_risk[replica],
                            [p.grad[replica] / c for p in self.net.parameters()], self.tau(replica), self.lr * c)
@@ -84,12 +100,23 @@ class COTFlowModule(pl.LightningModule):
         """Make this step a no-op for one replica (a diverged or converged one), or for the network."""
         for p in self.net.parameters():
             if replica is None:
-                p.grad = torch.zeros_like(p)
+                p.grad = torch.zeros_like(p) if p.requires_grad else None
             else:
                 p.grad[replica].zero_()
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.net.parameters(), lr=self.lr)
+        groups = [{"params": self.theta(), "lr": self.lr}]
+        if self.depth_lr_factor is not None:
+            groups.append({"params": [self.net.s], "lr": self.lr * self.depth_lr_factor})
+        return torch.optim.SGD(groups, lr=self.lr)
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        if self.depth_lr_factor is not None:  # before any callback (a checkpoint) sees the depths
+            from .depth import fold_depth
+
+            with torch.no_grad():  # the model is invariant under the fold: it only undoes a discrete overshoot
+                self.net.s.copy_(fold_depth(self.net.s))
 
 
 class FlowDataModule(pl.LightningDataModule):

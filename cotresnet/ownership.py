@@ -43,9 +43,13 @@ def identity(cfg, data_sha256: str) -> dict:
     """{"fingerprint": sha256, "config": {dotted key: value}} of the trajectory-defining configuration."""
     c = OmegaConf.to_container(cfg, resolve=True)
     model = {k: v for k, v in c["model"].items()
-             if k not in ("backprop", "substeps", "rtol", "atol", "adjoint") or k in _INTEGRATOR_KEYS[c["model"]["integrator"]]}
+             if k not in ("backprop", "substeps", "rtol", "atol", "adjoint", "bandwidth")
+             or k in _INTEGRATOR_KEYS[c["model"]["integrator"]] or (k == "bandwidth" and c["model"]["depth_kernel"])}
+    if c["model"]["depth_kernel"] and c["model"]["integrator"] == "euler":
+        model["substeps"] = c["model"]["substeps"]  # depth-mobile Euler takes L x substeps steps
+    optim = {k: v for k, v in c["optim"].items() if k != "depth_weight" or c["optim"]["geometry"] == "wasserstein"}
     data = {"name": c["data"]["name"], **{k: c["data"][k] for k in _SOURCE_KEYS[c["data"]["name"]]}}
-    values = {**_flat(model, "model"), **_flat(c["init"], "init"), **_flat(data, "data"), **_flat(c["optim"], "optim"),
+    values = {**_flat(model, "model"), **_flat(c["init"], "init"), **_flat(data, "data"), **_flat(optim, "optim"),
               "seed": c["seed"], "trainer.matmul_precision": c["trainer"]["matmul_precision"], "data.sha256": data_sha256}
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
     return {"fingerprint": digest, "config": values}

@@ -11,8 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import rundir as RD  # noqa: E402
 
-TIME = "flow time t (COT flow)"
-FORMATS = ("png", "pdf")
+TIME = "flow time t"
 
 
 def _curves(ax, df, columns, labels, styles=None) -> bool:
@@ -59,8 +58,8 @@ def _spectrum(ax, run_dir: Path) -> None:
     ax.legend(fontsize=7, title="eigenvalues of K", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
-def plot_run(run_dir: Path, certified_radius: Optional[float] = None) -> List[Path]:
-    """plots/{risk, pl_ratio, lambda_min, distance, residual_spectrum}.{png,pdf}; returns the paths."""
+def plot_run(run_dir: Path, certified_radius: Optional[float] = None, formats=("png", "pdf")) -> List[Path]:
+    """plots/{risk, pl_ratio, lambda_min, distance, residual_spectrum[, depths]} in each format; returns the paths."""
     run_dir = Path(run_dir)
     df = RD.read_table(run_dir)
     out = run_dir / RD.PLOTS
@@ -88,18 +87,40 @@ def plot_run(run_dir: Path, certified_radius: Optional[float] = None) -> List[Pa
             ax.set_yscale("log")
             ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
-        written += _save(fig, out / name)
+        written += _save(fig, out / name, formats)
     fig, ax = plt.subplots(figsize=(7.6, 4.2))
     _spectrum(ax, run_dir)
     ax.set_title("where the residual lives in the tangent kernel's spectrum", fontsize=10)
-    written += _save(fig, out / "residual_spectrum")
+    written += _save(fig, out / "residual_spectrum", formats)
+    if (run_dir / RD.DEPTHS).exists():
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        depth_histograms(ax, RD.read_table(run_dir, RD.DEPTHS))
+        written += _save(fig, out / "depths", formats)
     return written
 
 
-def _save(fig, stem: Path) -> List[Path]:
+def depth_histograms(ax, depths) -> None:
+    """Depth-mobile particles: the share of particles per depth bin (colour) over flow time."""
+    from matplotlib.colors import Normalize
+
+    if depths.empty:
+        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+        return
+    table = depths.pivot_table(index="bin_lo", columns="flow_time", values="count", aggfunc="sum")
+    share = table / table.sum(axis=0)
+    times = list(share.columns)
+    im = ax.imshow(share.values, origin="lower", aspect="auto", cmap="magma", norm=Normalize(0, share.values.max()),
+                   extent=(times[0], times[-1] if len(times) > 1 else times[0] + 1, 0, 1))
+    ax.figure.colorbar(im, ax=ax, label="share of particles per depth bin")
+    ax.set_xlabel(TIME)
+    ax.set_ylabel("depth s")
+    ax.set_title("depth marginal over flow time (uniform: every layer keeps its mass)", fontsize=10)
+
+
+def _save(fig, stem: Path, formats) -> List[Path]:
     fig.tight_layout()
     paths = []
-    for ext in FORMATS:
+    for ext in formats:
         path = stem.with_suffix(f".{ext}")
         fig.savefig(path, dpi=110)
         paths.append(path)

@@ -5,6 +5,7 @@ written and read here only. No Lightning: readers (report, diagnose, plots) stay
     identity.json      the fingerprint of the configuration that determines the trajectory
     metrics.csv        one row per logged step (COLUMNS)
     spectrum.csv       the residual's energy per decade of the tangent kernel's spectrum, at kernel steps
+    depths.csv         depth-mobile particles only: the histogram of their depths at every row
     summary.json       status, final metrics, certificate, wall time, versions
     particles.pt       {"init": {u, w, b}, "final": {u, w, b}, "meta": {spec fields, embedding, readout, ...}}
     data.pt            {x_train, y_train, x_test, y_test, classification}, before embedding
@@ -23,10 +24,11 @@ from typing import Any, Dict, List, Optional
 from .atomic import atomic_torch_save, atomic_write_bytes, load_trusted
 
 CONFIG_DIR, IDENTITY, METRICS, SPECTRUM, SUMMARY = ".hydra", "identity.json", "metrics.csv", "spectrum.csv", "summary.json"
+DEPTHS = "depths.csv"  # depth-mobile particles: the histogram of their depths at every row
 PARTICLES, DATA, PLOTS, CHECKPOINT = "particles.pt", "data.pt", "plots", "checkpoints/last.ckpt"
 LOG, TRACEBACK, LOCK = "train.log", "traceback.txt", ".lock"
 # everything a run writes: what a restart or an overwrite removes first (the lock stays: it is held)
-OUTPUTS = (CONFIG_DIR, IDENTITY, METRICS, SPECTRUM, SUMMARY, PARTICLES, DATA, PLOTS, "checkpoints", LOG, TRACEBACK,
+OUTPUTS = (CONFIG_DIR, IDENTITY, METRICS, SPECTRUM, DEPTHS, SUMMARY, PARTICLES, DATA, PLOTS, "checkpoints", LOG, TRACEBACK,
            "tensorboard", "wandb")
 
 STATUSES = ("converged", "max_steps", "diverged", "interrupted", "failed")
@@ -42,8 +44,12 @@ COLUMNS = [
     "grad_norm2_u", "grad_norm2_u_lower",
     "cot_dist_init", "cot_dist_init_lower", "cot_dist_init_upper", "path_length",
     "path_over_radius", "lambda_ratio",
+    "depth_w2_uniform", "depth_max_gap", "depth_effective_layers", "depth_path_length",
+    "cot_dist_init_rel_width",
 ]
 SPECTRUM_COLUMNS = ["step", "flow_time", "decade", "eigenvalues", "residual_share"]
+DEPTH_COLUMNS = ["step", "flow_time", "bin_lo", "bin_hi", "count"]
+DEPTH_BINS = 20
 # scalar summary.json entries a job may return to an optimizing sweeper (optimized_metric), besides COLUMNS
 SUMMARY_METRICS = ("risk_init", "min_pl_ratio", "steps", "flow_time", "wall_time_s")
 

@@ -7,8 +7,9 @@ import torch
 
 from cotresnet.depth import (
     KERNELS, DepthMobileResNet, depth_effective_layers, depth_histogram, depth_max_gap, depth_w2_to_uniform,
-    flow_step, fold_depth, layer_grid_depths, reflected_kernel,
+    flow_step, fold_depth, layer_grid_depths, reflected_kernel, with_grid_depths,
 )
+from cotresnet.model import NetworkSpec
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -42,14 +43,20 @@ def layered_exact(p, E, R, x, act=torch.tanh, n=400):
     return X @ R.T
 
 
+def depth_net(p, E, R, h, kernel="gaussian", integrator="rk4", substeps=8, **spec):
+    """A DepthMobileResNet of particles p (with depths s: (L, M)) through its NetworkSpec, float64."""
+    L, M, d = p["u"].shape
+    s = NetworkSpec(L=L, M=M, d=d, d_in=E.shape[1], d_out=R.shape[0], integrator=integrator, substeps=substeps,
+                    dtype="float64", depth_kernel=kernel, bandwidth=h, **spec)
+    return DepthMobileResNet(p, s, E, R)
+
+
 def small_net(kernel, integrator="rk4", h=0.08, steps=48, seed=0, **kw):
     """J = 6 particles at random depths, two of them close enough to 0 and 1 for the reflection to act."""
     p = layered_particles(3, 2, 2, seed)
-    E, R = fixed(2)
     s = torch.rand(6, generator=torch.Generator().manual_seed(seed + 10), dtype=F64)
     s[0], s[-1] = 0.02, 0.985
-    return DepthMobileResNet(s, p["u"].reshape(6, 2), p["w"].reshape(6, 2), p["b"].reshape(6), "tanh", E, R, h,
-                             kernel=kernel, integrator=integrator, steps=steps, **kw)
+    return depth_net({**p, "s": s.reshape(3, 2)}, *fixed(2), h, kernel, integrator, steps // 3, **kw)
 
 
 # ---------------------------------------------------------------- kernels
@@ -111,8 +118,9 @@ def test_gradients_match_central_differences(kernel, integrator):
 def test_depth_gradient_vanishes_on_the_boundary(kernel):
     net = small_net(kernel)
     with torch.no_grad():
-        net.s[0], net.s[-1] = 0.0, 1.0
+        net.s.view(-1)[0], net.s.view(-1)[-1] = 0.0, 1.0
     (gs,) = torch.autograd.grad(net.risk(inputs(5), inputs(5, seed=2)), net.s)
+    gs = gs.reshape(-1)
     assert gs[0].abs() < 1e-15 and gs[-1].abs() < 1e-15 and gs[1:-1].abs().max() > 1e-6
 
 
@@ -125,14 +133,16 @@ def test_adjoint_gradient_matches_backprop():
         torch.testing.assert_close(b, a, rtol=2e-4, atol=1e-9)
 
 
-def test_from_layered_and_particles():
+def test_grid_depths_and_particles():
     p = layered_particles(3, 4, 2, seed=0)
-    net = DepthMobileResNet.from_layered(p, "tanh", *fixed(2), h=0.1, substeps=4)
+    net = depth_net(with_grid_depths(p), *fixed(2), h=0.1, substeps=4)
     q = net.particles()
-    assert net.steps == 12 and torch.equal(q["s"], torch.tensor([1 / 6, 0.5, 5 / 6], dtype=F64).repeat_interleave(4))
-    assert torch.equal(q["u"][4 * 2 + 3], p["u"][2, 3]) and torch.equal(q["b"].view(3, 4), p["b"])
+    assert torch.equal(q["s"], torch.tensor([1 / 6, 0.5, 5 / 6], dtype=F64)[:, None].expand(3, 4))
+    assert torch.equal(q["u"], p["u"]) and torch.equal(q["b"], p["b"])
     q["s"].zero_(), q["w"].zero_()
     assert net.s.min() > 0 and net.w.abs().min() > 0 and not q["s"].requires_grad
+    with pytest.raises(ValueError, match="s None"):
+        depth_net(p, *fixed(2), h=0.1)
 
 
 # ---------------------------------------------------------------- frozen-depth limit
@@ -147,9 +157,8 @@ def frozen():
 
 def _frozen_error(frozen, kernel, integrator, h, substeps):
     p, E, R, x, ref = frozen
-    net = DepthMobileResNet.from_layered(p, "tanh", E, R, h, substeps=substeps, kernel=kernel,
-                                         integrator=integrator, rtol=1e-10, atol=1e-12)
-    assert torch.equal(net.s, layer_grid_depths(4, 5))
+    net = depth_net(with_grid_depths(p), E, R, h, kernel, integrator, substeps, rtol=1e-10, atol=1e-12)
+    assert torch.equal(net.s.reshape(-1), layer_grid_depths(4, 5))
     with torch.no_grad():
         return (net(x) - ref).abs().max().item()
 
@@ -177,11 +186,12 @@ def test_frozen_depth_is_exact_for_compact_kernels_inside_the_layer(frozen):
 def teacher_task(seed=0, h=0.1, kernel="gaussian", substeps=4):
     """A layered teacher (scale_u 3) on 32 Gaussian inputs, and a student on the layer grid (L 4, M 6, d 3)."""
     E, R = fixed(3)
-    kw = dict(h=h, kernel=kernel, integrator="euler", substeps=substeps)
+    make = lambda seed_, scale: depth_net(with_grid_depths(layered_particles(4, 6, 3, seed_, scale)), E, R, h, kernel,
+                                          "euler", substeps)
     x = inputs(32, seed=5 + seed)
     with torch.no_grad():
-        y = DepthMobileResNet.from_layered(layered_particles(4, 6, 3, 100 + seed, 3.0), "tanh", E, R, **kw)(x)
-    return DepthMobileResNet.from_layered(layered_particles(4, 6, 3, 200 + seed, 1.0), "tanh", E, R, **kw), x, y
+        y = make(100 + seed, 3.0)(x)
+    return make(200 + seed, 1.0), x, y
 
 
 def test_cot_never_moves_depths_and_wasserstein_spreads_the_marginal():

@@ -128,6 +128,8 @@ MODES = {
     "minibatch": ["optim.batch_size=5"],
     "replicas": ["sweep.replicas=['seed=0 optim.dt=0.1','seed=1 optim.dt=0.05']"],
     "float64": ["model.dtype=float64", "model.backprop=recompute"],
+    "depth_mobile": ["model.depth_kernel=gaussian", "optim.geometry=wasserstein", "optim.depth_weight=5",
+                     "model.integrator=euler", "model.substeps=4", "callbacks.kernel_every=0"],
 }
 
 

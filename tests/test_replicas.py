@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cotresnet.model import ReplicatedResNet, student_network
+from cotresnet.model import student_network
+from cotresnet.replicas import ReplicatedResNet
 from cotresnet.report import collect
 from cotresnet.sweeper import replica_config
 from helpers import TRAIN, cli, read_particles, train_small
