@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch that lies on this disk; other pins can pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install slurm-deps train test test-all bench bench-gpu clean
+.PHONY: install slurm-deps train test test-all bench bench-scale bench-contention bench-gpu clean
 
 install: $(STAMP)
 
@@ -36,6 +36,16 @@ slurm-deps:
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+# Cost curves of one step, one kernel evaluation and one W_COT evaluation across N, L, M (exponents, the
+# default cadences' share): ~10 minutes on 2 cores; writes bench_scale.json and bench_scale.png. On a GPU
+# node: make bench-scale ARGS=--gpu, or python3 scripts/bench_scale.py --gpu with a CUDA torch at hand
+bench-scale: $(STAMP)
+	$(BIN)/python scripts/bench_scale.py $(ARGS)
+
+# A job alone and next to two other training jobs: a single run, a joblib worker, a SLURM job.
+bench-contention: $(STAMP) slurm-deps
+	$(BIN)/python scripts/bench_contention.py $(ARGS)
 
 # On a GPU machine the venv gets torch==2.13.0 from PyPI, the CUDA build there. Where python3 already
 # holds a CUDA torch and no index is reachable (an offline node): make bench-gpu PYTHON=python3

@@ -33,7 +33,9 @@ def print_summary(summary: dict) -> None:
                   f"exp(-c0 t) {_g(c['guaranteed_factor'])} vs observed {_g(c['observed_factor'])}; radius "
                   f"{_g(c['certified_radius'])}, path {_g(f.get('path_length'))}: "
                   f"{'inside' if c['inside_certified_region'] else 'left the region'}")
-    print(f"W_COT(mu_t, mu_0) {_g(f.get('cot_dist_init'))}   path {_g(f.get('path_length'))}")
+    exact, lo, hi = f.get("cot_dist_init"), f.get("cot_dist_init_lower"), f.get("cot_dist_init_upper")
+    w = _g(exact) if exact is not None or lo is None else f"in [{lo:.6g}, {hi:.6g}]"
+    print(f"W_COT(mu_t, mu_0) {w}   path {_g(f.get('path_length'))}")
     print(f"run directory: {summary['run_dir']}")
 
 

@@ -59,16 +59,18 @@ def make_loggers(cfg, run_dir: Path, wandb_id: str, name: str, group: Optional[s
 
 
 def _wandb_logger(cfg, run_dir: Path, wandb_id: str, name: str, group: Optional[str], concurrent: bool):
+    wc = cfg.logger.wandb
+    if wc.quiet:  # before wandb reads its settings
+        os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    wc = cfg.logger.wandb
-    if wc.quiet:
-        os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(project=wc.project, entity=wc.entity, mode=wc.mode, group=wc.group or group,
-                       tags=list(wc.tags) + list(cfg.tags), name=name, save_dir=str(run_dir), config=flat_config(cfg),
-                       reinit="create_new" if concurrent else "finish_previous", id=wandb_id, resume="allow",
-                       settings=wandb.Settings(quiet=wc.quiet, console="off" if wc.quiet else "auto"))
+    # our own wandb.init (Lightning's passes settings wandb now deprecates, which it warns about)
+    run = wandb.init(project=wc.project, entity=wc.entity, mode=wc.mode, group=wc.group or group,
+                     tags=list(wc.tags) + list(cfg.tags), name=name, dir=str(run_dir), config=flat_config(cfg),
+                     reinit="create_new" if concurrent else "finish_previous", id=wandb_id, resume="allow",
+                     settings=wandb.Settings(quiet=wc.quiet, console="off" if wc.quiet else "auto"))
+    return WandbLogger(experiment=run)
 
 
 def finalize_loggers(loggers: List, cfg, summary: Dict[str, Any]) -> None:
@@ -78,11 +80,23 @@ def finalize_loggers(loggers: List, cfg, summary: Dict[str, Any]) -> None:
     for lg in loggers:
         kind = type(lg).__name__
         if kind == "TensorBoardLogger":
-            metrics = {f"final/{k}": v for k, v in final.items()}
-            metrics["final/steps"] = summary.get("steps") or 0
-            lg.log_hyperparams({**flat_config(cfg), "status": summary["status"]}, metrics=metrics)
+            _hparams(lg.experiment, {**flat_config(cfg), "status": summary["status"]},
+                     {f"final/{k}": v for k, v in final.items()}, summary.get("steps") or 0)
         elif kind == "WandbLogger":
             lg.experiment.summary.update({"status": summary["status"], "steps": summary.get("steps"), **final})
             lg.experiment.finish()
             continue
         lg.finalize("success" if summary["status"] in RD.FINISHED else summary["status"])
+
+
+def _hparams(writer, params: Dict[str, Any], metrics: Dict[str, float], step: int) -> None:
+    """TensorBoard's HParams entry of the run: its configuration against its final metrics (logged as
+    scalars at the final step, which is where the HParams tab reads them)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+    for part in hparams(clean, metrics):
+        writer.file_writer.add_summary(part)
+    for k, v in metrics.items():
+        writer.add_scalar(k, v, step)
+    writer.flush()

@@ -12,9 +12,6 @@ import random
 import signal
 import threading
 
-import numpy as np
-import torch
-
 log = logging.getLogger("cotresnet")
 
 
@@ -29,6 +26,9 @@ class Interrupted(BaseException):
 
 def rng_states() -> dict:
     """torch, numpy and python RNG states as tensors and plain containers (loadable with weights_only)."""
+    import numpy as np
+    import torch
+
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"torch": torch.get_rng_state(), "python": random.getstate(),
             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
@@ -36,6 +36,9 @@ def rng_states() -> dict:
 
 
 def set_rng_states(state: dict) -> None:
+    import numpy as np
+    import torch
+
     torch.set_rng_state(state["torch"])
     random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
     n = state["numpy"]

@@ -39,9 +39,8 @@ from cotresnet.callbacks import Cadence, FlowDiagnostics  # noqa: E402
 from cotresnet.data import Dataset, stack_datasets  # noqa: E402
 from cotresnet.flow import FlowRecord, learning_rate  # noqa: E402
 from cotresnet.memory import saved_tensor_bytes  # noqa: E402
-from cotresnet.model import (  # noqa: E402
-    MeanFieldResNet, NetworkSpec, ReplicatedResNet, embedding_matrix, init_particles, readout_matrix,
-)
+from cotresnet.model import MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, readout_matrix  # noqa: E402
+from cotresnet.replicas import ReplicatedResNet  # noqa: E402
 from cotresnet.module import COTFlowModule, FlowDataModule  # noqa: E402
 
 BACKPROPS = ("fused", "recompute", "autograd")
@@ -199,25 +198,8 @@ def activation_bytes(net, ds, device):
     return saved_tensor_bytes(lambda: net.risk(x, y), exclude=[*net.parameters(), *net.buffers(), x, y])
 
 
-def main(argv=None):
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--gpu", action="store_true", help="run on cuda:0 with GPU-sized shapes")
-    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
-    ap.add_argument("--json", type=Path, default=Path("bench.json"))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
-    device = torch.device("cuda:0" if args.gpu else "cpu")
-    rows = []
-    n = 20 if args.quick else 200
-
-    def row(name, size, value, base, unit="s/step", **extra):
-        r = {"row": name, "size": size, "value": value, "baseline": base, "ratio": value / base, "unit": unit, **extra}
-        rows.append(r)
-        print(f"{name:42s} {size:28s} {value:12.4g} {base:12.4g} {r['ratio']:8.3f}", flush=True)
-
-    print(f"device: {device} ({torch.cuda.get_device_name(0) if args.gpu else f'{torch.get_num_threads()} CPU threads'})")
-    print(f"{'row':42s} {'(N, d, L, M)':28s} {'value':>12s} {'baseline':>12s} {'ratio':>8s}")
+def size_rows(row, args, device, n) -> None:
+    """Per size: Lightning against the plain loop, each backprop against bare matmuls, memory, compiled."""
     sizes = [(256, 8, 16, 128), (4096, 32, 64, 256)] if not args.gpu else [(1024, 16, 16, 128), (8192, 64, 64, 1024)]
     for N, d, L, M in sizes:
         steps = n // 2 if N * L * M < 1e7 else max(5, n // 20)
@@ -254,7 +236,9 @@ def main(argv=None):
             torch.set_float32_matmul_precision("highest")
             row("step_vs_matmuls (fused, TF32)", size, *tf32)
 
-    # the default job: 256 teacher samples, L=16, M=128, default cadences, 1500 steps
+
+def diagnostics_rows(row, args, device) -> None:
+    """The default job (256 teacher samples, L=16, M=128, default cadences) with and without diagnostics."""
     from cotresnet.checks import check_config, kernel_samples
     from cotresnet.model import student_network
     from cotresnet.train import compose_config
@@ -278,6 +262,9 @@ def main(argv=None):
         on, off = min(r[i] for r in runs[True]), min(r[i] for r in runs[False])
         row("diagnostics_on_off", f"default job ({what})", on, off, unit="s")
 
+
+def replica_and_integrator_rows(row, args, device, n) -> None:
+    """Replicas against sequential framework steps, a vectorized sweep, ODE integrators against Euler."""
     N, d, L, M = (256, 8, 8, 32) if not args.gpu else (1024, 16, 16, 128)
     for R in (4, 16):
         nets = [make(N, d, L, M, device, seed=r)[0] for r in range(R)]
@@ -287,7 +274,6 @@ def main(argv=None):
     if not args.gpu:
         t_vec, t_seq = interleaved_best([lambda: time_sweep(True), lambda: time_sweep(False)], 1)
         row("sweep_vectorized (16 seeds)", "(256, 8, 8, 32) 200 steps", t_seq, t_vec, unit="wall ratio")
-
     N, d, L, M = (256, 8, 16, 128) if not args.gpu else (1024, 16, 16, 128)
     base_net, ds = make(N, d, L, M, device)
     euler_t = time_plain(base_net, ds, max(5, n // 4), device)
@@ -298,6 +284,29 @@ def main(argv=None):
         row(name, str((N, d, L, M)), time_plain(net, ds, max(5, n // 4), device), euler_t)
         row(name.replace("_vs", "_memory_vs"), str((N, d, L, M)), activation_bytes(net, ds, device), euler_m,
             unit="bytes")
+
+
+def main(argv=None):
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpu", action="store_true", help="run on cuda:0 with GPU-sized shapes")
+    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    ap.add_argument("--json", type=Path, default=Path("bench.json"))
+    args = ap.parse_args(argv)
+    device = torch.device("cuda:0" if args.gpu else "cpu")
+    rows = []
+    n = 20 if args.quick else 200
+
+    def row(name, size, value, base, unit="s/step", **extra):
+        r = {"row": name, "size": size, "value": value, "baseline": base, "ratio": value / base, "unit": unit, **extra}
+        rows.append(r)
+        print(f"{name:42s} {size:28s} {value:12.4g} {base:12.4g} {r['ratio']:8.3f}", flush=True)
+
+    print(f"device: {device} ({torch.cuda.get_device_name(0) if args.gpu else f'{torch.get_num_threads()} CPU threads'})")
+    print(f"{'row':42s} {'(N, d, L, M)':28s} {'value':>12s} {'baseline':>12s} {'ratio':>8s}")
+    size_rows(row, args, device, n)
+    diagnostics_rows(row, args, device)
+    replica_and_integrator_rows(row, args, device, n)
     args.json.write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
     print(f"wrote {args.json}")
 

@@ -25,11 +25,16 @@ def cli(args, cwd, env=None, timeout=300):
 def train_small(run_dir: Path, *overrides, action=None):
     """Check and run a small job in-process in run_dir, as the task function does (locks, plan, fit);
     returns (summary, run_dir). Overrides come after SMALL. `action`: the plan's expected action."""
+    return train(run_dir, *SMALL, *overrides, action=action)
+
+
+def train(run_dir: Path, *overrides, action=None):
+    """train_small without SMALL: the configuration is the default one plus `overrides`."""
     from cotresnet.checks import check_job
     from cotresnet.job import JobContext, execute
     from cotresnet.train import compose_config
 
-    cfg = compose_config([*SMALL, *overrides])
+    cfg = compose_config(list(overrides))
     done, summaries = execute(check_job(cfg, run_dir), JobContext(list(overrides), name=Path(run_dir).name))
     assert action is None or done == action, (done, action)
     return (summaries if cfg.sweep.replicas else summaries[0]), Path(run_dir)
@@ -53,3 +58,17 @@ def data(N=11, d_in=3, d_out=2, seed=1):
 
 def read_particles(run_dir: Path):
     return torch.load(Path(run_dir) / "particles.pt", weights_only=True)
+
+
+def grid_experiments():
+    """The named experiments run by our grid sweepers (a searching sweeper chooses its jobs as it goes)."""
+    import yaml
+
+    from cotresnet.train import CONF_DIR, OUR_SWEEPERS
+
+    names = []
+    for path in sorted((Path(CONF_DIR) / "experiment").glob("*.yaml")):
+        target = ((yaml.safe_load(path.read_text()).get("hydra") or {}).get("sweeper") or {}).get("_target_")
+        if target is None or target in OUR_SWEEPERS:
+            names.append(path.stem)
+    return names

@@ -57,7 +57,19 @@ def test_csv_tensorboard_and_wandb_get_the_same_numbers_and_diagnose_reproduces_
         assert sorted(tb) == list(csv["step"]), key
         for step, value in zip(csv["step"], csv[key]):
             assert tb[step] == pytest.approx(value, rel=1e-6), key
-    hist = wandb_run(tmp_path)["history"]
+    # TensorBoard's HParams tab: the configuration against the final metrics
+    hp = acc.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hp)
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model.M"].number_value == 16 and start.hparams["status"].string_value == summary["status"]
+    final_tb = acc.Scalars("final/risk_train")
+    assert final_tb[-1].step == summary["steps"] and final_tb[-1].value == pytest.approx(summary["final"]["risk_train"])
+    wb_run = wandb_run(tmp_path)
+    assert wb_run["summary"]["status"] == summary["status"]
+    assert wb_run["summary"]["risk_train"] == pytest.approx(summary["final"]["risk_train"])
+    hist = wb_run["history"]
     wb = {int(h["step"]): h for h in hist if "risk_train" in h}
     assert sorted(wb) == list(m["step"])
     for _, row in m.iterrows():

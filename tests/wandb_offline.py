@@ -30,7 +30,7 @@ def wandb_run(run_dir):
     from wandb.proto import wandb_internal_pb2
 
     (path,) = glob.glob(str(Path(run_dir) / "wandb" / "offline-run-*" / "run-*.wandb"))
-    out = {"id": None, "group": None, "config": {}, "history": []}
+    out = {"id": None, "group": None, "config": {}, "history": [], "summary": {}}
     for data in wandb_records(path):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
@@ -43,4 +43,6 @@ def wandb_run(run_dir):
             out["config"].update({it.key: json.loads(it.value_json) for it in rec.run.config.update})
         elif kind == "config":
             out["config"].update({it.key: json.loads(it.value_json) for it in rec.config.update})
+        elif kind == "summary":
+            out["summary"].update({it.key: json.loads(it.value_json) for it in rec.summary.update})
     return out
