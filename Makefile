@@ -21,11 +21,11 @@ train: $(STAMP)
 
 # The fast set (everything not marked slow), two workers of one thread each: about 2 minutes.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" $(ARGS)
 
 # Everything, SLURM included (what .ci/run calls).
 test-all: $(STAMP) slurm-deps
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(ARGS)
 
 # The SLURM tests run a one-node cluster from Debian's slurm-wlm and munge. Installed when we are
 # root with apt-get; elsewhere those tests skip and say why.
@@ -50,8 +50,11 @@ bench-contention: $(STAMP) slurm-deps
 # On a GPU machine the venv gets torch==2.13.0 from PyPI, the CUDA build there. Where python3 already
 # holds a CUDA torch and no index is reachable (an offline node): make bench-gpu PYTHON=python3
 PYTHON ?= $(BIN)/python
+# The bench rows on cuda:0, then the GPU target (1000 steps at (8192, 64, 64, 16384) and the diagnostics)
+# and the cost curves at GPU sizes
 bench-gpu: $(if $(filter $(BIN)/python,$(PYTHON)),$(STAMP))
 	$(PYTHON) scripts/bench.py --gpu $(ARGS)
+	$(PYTHON) scripts/bench_scale.py --gpu --json bench_scale_gpu.json --png bench_scale_gpu.png
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -31,6 +31,7 @@ class Cadence:
     n_kernel: int
     fail_on_divergence: bool = False
     full_batch_rows: bool = False  # minibatch SGD: rows are recomputed on the whole training set
+    kernel_memory: int = 2**30  # bytes of kernel temporaries (callbacks.kernel_memory_mb)
 
 
 class FlowDiagnostics(pl.Callback):
@@ -79,7 +80,7 @@ class FlowDiagnostics(pl.Callback):
 
     def _kernel_diagnostics(self, net, x, y):
         if self.depths is None:
-            return D.kernel_diagnostics(net, x, y)
+            return D.kernel_diagnostics(net, x, y, memory_budget=self.cadence.kernel_memory)
         from . import depth
 
         return depth.kernel_diagnostics(net, x, y, self.depth_weight)

@@ -36,8 +36,25 @@ def check_config(cfg):
     validate(cfg)
     dataset = load_dataset(cfg.data, getattr(torch, cfg.model.dtype))
     validate_against_data(cfg, dataset.d_in, dataset.d_out, dataset.n_train)
+    check_kernel_memory(cfg, dataset.n_train, dataset.d_out)
     check_device(cfg)
     return dataset
+
+
+def check_kernel_memory(cfg, n_train: int, d_out: int) -> None:
+    """callbacks.kernel_memory_mb must hold the tangent kernel and as much again for the blocks that build
+    it (fewer blocks, fewer passes over the particles). Only the Euler ResNet's kernels are built in blocks."""
+    from .kernels import kernel_bytes
+
+    m = cfg.model
+    if cfg.callbacks.kernel_every == 0 or m.integrator != "euler" or m.adjoint or m.depth_kernel is not None:
+        return
+    n = kernel_samples(cfg, n_train, d_out)
+    need = -(-2 * kernel_bytes(n, d_out) // 2**20)
+    if cfg.callbacks.kernel_memory_mb < need:
+        raise ConfigError(f"callbacks.kernel_memory_mb={cfg.callbacks.kernel_memory_mb} cannot hold the tangent "
+                          f"kernel of {n * d_out} rows ({n} samples x d_out {d_out}); it must be >= {need}, or "
+                          "lower callbacks.n_probe or callbacks.kernel_max_dim")
 
 
 @dataclass

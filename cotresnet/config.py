@@ -144,6 +144,7 @@ class CallbacksConfig:
     ot_every: int = 500  # W_COT to the initialization
     n_probe: Optional[int] = None  # kernel samples; None: the whole training set while n d_out <= kernel_max_dim
     kernel_max_dim: int = 2048  # largest tangent kernel (n d_out) built by default
+    kernel_memory_mb: int = 1024  # the kernels are built in blocks whose temporaries stay within this
 
 
 @dataclass

@@ -99,7 +99,7 @@ def kernel_diagnostics(net: MeanFieldResNet, x: Tensor, y: Tensor, memory_budget
         q = K.euler_quantities(net64, x, y, memory_budget)
         X, r = q.X, q.r.reshape(-1)
 
-        rest = memory_budget - 8 * (r.numel() ** 2 + 2 * n * n)  # what the tangent kernel leaves free
+        rest = memory_budget - K.kernel_bytes(n, net64.spec.d_out)  # what the tangent kernel leaves free
 
         def from_gram(l: int, gram: Tensor) -> None:  # the feature Grams the tangent kernel builds anyway
             u_sums.append(K.u_layer_sum(q, l, gram))

@@ -122,7 +122,8 @@ def _diagnostics(check: JobCheck, ctx: JobContext, module, start: int, wandb_ids
         loggers = make_loggers(c, m.run_dir, wid, name, ctx.group, start, concurrent=replicated)
         cadence = Cadence(c.trainer.log_every, c.callbacks.kernel_every, c.callbacks.ot_every,
                           kernel_samples(c, m.dataset.n_train, m.dataset.d_out), c.trainer.fail_on_divergence,
-                          full_batch_rows=c.optim.batch_size is not None)
+                          full_batch_rows=c.optim.batch_size is not None,
+                          kernel_memory=c.callbacks.kernel_memory_mb * 2**20)
         depths = _table(m.run_dir / RD.DEPTHS, RD.DEPTH_COLUMNS, start) if c.model.depth_kernel else None
         diags.append(FlowDiagnostics(FlowRecord(c.trainer.converge_ratio), m.dataset.to(module.net.u.dtype), cadence,
                                      loggers, _table(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS, start),

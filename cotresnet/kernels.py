@@ -91,10 +91,15 @@ def euler_quantities(net: MeanFieldResNet, x: Tensor, y: Tensor, memory_budget: 
     return EulerQuantities(Z.X, Z, torch.stack(A), r)
 
 
+def kernel_bytes(n: int, d_out: int) -> int:
+    """Bytes of the tangent kernel (n d_out)^2 and the two (n, n) Grams held next to it, float64."""
+    return 8 * ((n * d_out) ** 2 + 2 * n * n)
+
+
 def _kernel_blocks(n: int, d_out: int, M: int, budget: int) -> tuple:
     """(rows per block of K, particle chunks) whose temporaries fit `budget` bytes with K itself."""
     N = n * d_out
-    free = budget - 8 * (N * N + 2 * n * n)
+    free = budget - kernel_bytes(n, d_out)
     if free <= 0:
         raise ValueError(f"a tangent kernel of {N} rows needs {8 * N * N} bytes: above memory_budget={budget}")
     # row blocks of ~N/8 compute only the upper block triangle (56 % of the products)

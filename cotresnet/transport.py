@@ -113,7 +113,7 @@ def nearest_dual(a: Tensor, b: Tensor) -> Tensor:
     tree = cKDTree(B)
     f = np.zeros(M)
     for rows in np.array_split(np.argsort(moved, kind="stable"), min(NEAREST_CHUNKS, M)):
-        dist, j = tree.query(A[rows], k=1)
+        dist, j = tree.query(A[rows], k=1, workers=torch.get_num_threads())
         f[rows] = dist ** 2
         if 2 * int((j != rows).sum()) > len(rows):
             break

@@ -84,6 +84,7 @@ def validate(cfg) -> None:
     if c.n_probe is not None:
         _at_least("callbacks.n_probe", c.n_probe, 1)
     _at_least("callbacks.kernel_max_dim", c.kernel_max_dim, 1)
+    _at_least("callbacks.kernel_memory_mb", c.kernel_memory_mb, 16)
     _at_least("checkpoint_every", cfg.checkpoint_every, 0)
     _at_least("seed", cfg.seed, 0, C.SEED_MAX)
     for fmt in cfg.plots:

@@ -12,7 +12,10 @@ network, across spectra.EIGH_MAX_DIM (eigh below, shift-invert and Lanczos quadr
   distance  diagnostics.distances(moved, init), particles moved along the COT velocity to an rms
             displacement of 0.5 (what 300 steps of the million job give: 0.49)
   share     (kernel + distance) / (500 steps + kernel + distance): the default cadences (500 steps)
-With --gpu, also one run at the base size: 1000 steps, then the kernels and the distances once.
+With --gpu, first the job-shaped run at the base size (`gpu_run`): 1000 SGD steps of the flow (dt 0.1,
+TF32 matmuls as trainer=gpu), the kernels and W_COT(trained, init) once; `job_s` counts the default
+cadence's three evaluations (steps 0, 500, 1000). --deadline S skips the rows that would start after S
+seconds (they are listed as skipped); the JSON is rewritten after every row.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import sync, time_matmuls, time_sgd  # noqa: E402
 from cotresnet import diagnostics as D  # noqa: E402
+from cotresnet.flow import learning_rate  # noqa: E402
 from cotresnet.model import MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, readout_matrix  # noqa: E402
 
 D_IN, D_OUT, CADENCE = 4, 2, 500  # the teacher task's dimensions; callbacks' default kernel_every = ot_every
@@ -128,7 +132,7 @@ def plot(result, path: Path) -> None:
             pts = [(r[key], r[part]) for r in rows if part in r]
             if pts:
                 slope = result["exponents"][name].get(part)
-                ax.loglog(*zip(*pts), "o-", label=f"{part[:-2]} (slope {slope:.2f})")
+                ax.loglog(*zip(*pts), "o-", label=part[:-2] + (f" (slope {slope:.2f})" if slope is not None else ""))
         ax.set_xlabel(key)
         ax.set_ylabel("seconds")
         ax.set_title(f"varying {key}", fontsize=10)
@@ -138,16 +142,36 @@ def plot(result, path: Path) -> None:
 
 
 def gpu_run(device, args) -> dict:
-    """The GPU target: 1000 steps at the base size, then kernels and distances once (seconds each)."""
+    """The GPU target as a job runs it: 1000 steps of the flow trained in place at the base size, then the
+    kernels and W_COT(trained, init) once (seconds each); job_s = steps + 3 evaluations (the default cadence)."""
     N, d, L, M = 8192, 64, 64, 16384
     net, x, y = make(N, d, L, M, device, args.backprop)
     init = net.particles()
-    steps = 1000 * time_sgd(net, lambda m: m.risk(x, y), 1000, device, warmup=3)
+    opt = torch.optim.SGD(net.parameters(), lr=learning_rate(0.1, L, M, "mean_field"))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = net.risk(x, y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    risk0 = step().item()  # the first step (allocations, kernels' autotuning) is timed apart
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(999):
+        loss = step()
+    sync(device)
+    steps = (time.perf_counter() - t0) * 1000 / 999
     n = min(N, 2048 // D_OUT)
-    kernel = timed(lambda: D.kernel_diagnostics(net, x[:n], y[:n]), device, 1)[0]
-    distance = timed(lambda: D.distances(moved(net, x, y), init), device, 1)[0]
-    return {"size": [N, d, L, M], "steps_1000_s": steps, "kernel_s": kernel, "distance_s": distance,
-            "total_s": steps + kernel + distance, "peak_memory_bytes": torch.cuda.max_memory_allocated()}
+    kernel, kd = timed(lambda: D.kernel_diagnostics(net, x[:n], y[:n]), device, 1)
+    distance, dist = timed(lambda: D.distances(net.particles(), init), device, 1)
+    return {"size": [N, d, L, M], "backprop": args.backprop, "risk_first": risk0, "risk_last": loss.item(),
+            "steps_1000_s": steps, "step_s": steps / 1000, "matmuls_s": time_matmuls(N, d, L, M, device, 3),
+            "kernel_s": kernel, "distance_s": distance, "job_s": steps + 3 * (kernel + distance),
+            "lambda_min": kd.lambda_min.value, "lambda_min_resolution": kd.lambda_min.resolution,
+            "cot_lower": dist["cot_dist_init_lower"], "cot_upper": dist["cot_dist_init_upper"],
+            "cot_rel_width": dist["cot_dist_init_rel_width"], "peak_memory_bytes": torch.cuda.max_memory_allocated()}
 
 
 def table(result) -> None:
@@ -167,21 +191,34 @@ def table(result) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--gpu", action="store_true", help="cuda:0, GPU-sized axes, and the 1000-step run")
+    ap.add_argument("--gpu", action="store_true", help="cuda:0, GPU-sized axes, and the 1000-step run first")
     ap.add_argument("--quick", action="store_true", help="smaller axes (a smoke run)")
-    ap.add_argument("--backprop", default="recompute", choices=("fused", "recompute", "autograd"))
+    ap.add_argument("--backprop", default="fused", choices=("fused", "recompute", "autograd"))
+    ap.add_argument("--deadline", type=float, default=math.inf, help="seconds after which no row starts")
     ap.add_argument("--json", type=Path, default=Path("bench_scale.json"))
     ap.add_argument("--png", type=Path, default=Path("bench_scale.png"))
     args = ap.parse_args(argv)
+    start = time.perf_counter()
     device = torch.device("cuda:0" if args.gpu else "cpu")
     what = torch.cuda.get_device_name(0) if args.gpu else f"{torch.get_num_threads()} CPU threads"
     print(f"device: {device} ({what}), backprop={args.backprop}", flush=True)
-    result, done = {"device": str(device), "threads": torch.get_num_threads(), "axes": {}, "exponents": {}}, {}
+    result = {"device": what, "threads": torch.get_num_threads(), "backprop": args.backprop, "axes": {},
+              "exponents": {}, "skipped": []}
+    save = lambda: args.json.write_text(json.dumps(result, indent=2))
+    if args.gpu:
+        torch.set_float32_matmul_precision("high")  # what trainer=gpu sets
+        result["gpu_run"] = gpu_run(device, args)
+        print("gpu run:", result["gpu_run"], flush=True)
+        save()
+    done = {}
     for name, sizes in axes(args.gpu, args.quick).items():
         parts = ("kernel",) if name == "n_probe" else ("step", "kernel", "distance")
         rows = []
         for size in sizes:
             key = (size, parts)
+            if key not in done and time.perf_counter() - start > args.deadline:
+                result["skipped"].append([name, *size])
+                continue
             if key not in done:  # the base size is on every axis: measured once
                 done[key] = measure(*size, device, args, parts)
                 print(f"  measured {name} {size}: " + ", ".join(f"{k} {v:.3g}" for k, v in done[key].items()
@@ -190,11 +227,8 @@ def main(argv=None):
         result["axes"][name] = rows
         key = "n_kernel" if name == "n_probe" else name
         result["exponents"][name] = {p: exponent(rows, key, p) for p in ("step_s", "kernel_s", "distance_s")}
-    if args.gpu:
-        result["gpu_run"] = gpu_run(device, args)
-        print("gpu run:", result["gpu_run"])
+        save()
     table(result)
-    args.json.write_text(json.dumps(result, indent=2))
     plot(result, args.png)
     print(f"wrote {args.json}, {args.png}")
 

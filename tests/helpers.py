@@ -29,11 +29,14 @@ def train_small(run_dir: Path, *overrides, action=None):
 
 
 def train(run_dir: Path, *overrides, action=None):
-    """train_small without SMALL: the configuration is the default one plus `overrides`."""
+    """train_small without SMALL: the configuration is the default one plus `overrides`. The run draws no
+    plots unless an override asks for them (they cost more than a small run)."""
     from cotresnet.checks import check_job
     from cotresnet.job import JobContext, execute
     from cotresnet.train import compose_config
 
+    if not any(o.startswith("plots=") for o in overrides):
+        overrides = ("plots=[]", *overrides)
     cfg = compose_config(list(overrides))
     done, summaries = execute(check_job(cfg, run_dir), JobContext(list(overrides), name=Path(run_dir).name))
     assert action is None or done == action, (done, action)

@@ -56,6 +56,7 @@ BAD = [  # (overrides, what the message must name)
     (["callbacks.kernel_every=-1"], "callbacks.kernel_every"), (["callbacks.ot_every=-5"], "callbacks.ot_every"),
     (["callbacks.n_probe=0"], "callbacks.n_probe"), (["callbacks.n_probe=100000"], "callbacks.n_probe"),
     (["callbacks.kernel_max_dim=0"], "callbacks.kernel_max_dim"), (["checkpoint_every=-1"], "checkpoint_every"),
+    (["callbacks.kernel_memory_mb=8"], "callbacks.kernel_memory_mb"),
     (["seed=-1"], "seed"), (["seed=2147483648"], "seed"), (["seed=99999999999999999999"], "seed"),
     (["optimized_metric=accuracy"], "optimized_metric"), (["plots=[gif]"], "plots"),
     (["+model.actvation=silu"], "model.actvation"), (["+foo=1"], "foo"), (["+optim.lr=0.1"], "optim.lr"),

@@ -41,7 +41,7 @@ def test_cot_keeps_every_depth_and_wasserstein_drifts_the_marginal(tmp_path):
     grid = 1 / (12**0.5 * 4)  # W_2 of the layer grid's atoms to Lebesgue, L = 4
     assert cot["final"]["depth_w2_uniform"] == pytest.approx(grid) and cot["final"]["depth_effective_layers"] == 4
     # the experiment's default task (kappa = 10): measured 2.1x the grid value, 4 -> 2.7 effective layers
-    w, w_dir = train(tmp_path / "w", *TASK, "callbacks.ot_every=0")
+    w, w_dir = train(tmp_path / "w", *TASK, "callbacks.ot_every=0", "plots=[png]")
     assert w["final"]["depth_w2_uniform"] > 1.5 * grid and w["final"]["depth_effective_layers"] < 3.5
     depths = pd.read_csv(w_dir / "depths.csv")
     assert set(depths.groupby("step")["count"].sum()) == {4 * 8}  # every row's histogram holds all J particles

@@ -128,7 +128,7 @@ def test_a_crash_between_write_and_rename_leaves_the_old_file_whole(tmp_path, mo
 def test_divergence_at_step_0_is_recorded_with_the_plots_of_what_exists(tmp_path):
     from helpers import train_small
 
-    summary, run = train_small(tmp_path / "run", "init.scale_u=1e30", "trainer.max_steps=10")
+    summary, run = train_small(tmp_path / "run", "init.scale_u=1e30", "trainer.max_steps=10", "plots=[png]")
     assert summary["status"] == "diverged" and summary["steps"] == 0 and summary["diverged_at"] == 0
     assert summary["final"] == {} and summary["risk_init"] is None
     assert (run / "plots" / "risk.png").is_file() and (run / "particles.pt").is_file()

@@ -54,7 +54,9 @@ def fake_sweep(tmp_path: Path, experiment: str) -> Path:
     return sweep
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+# cot_vs_wasserstein sweeps 16 jobs, each with its own figures: ~16 s, in the full suite
+@pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e == "cot_vs_wasserstein" else e
+                                        for e in EXPERIMENTS])
 def test_every_experiment_draws_readable_figures(tmp_path, experiment):
     sweep = fake_sweep(tmp_path, experiment)
     r = report(sweep)

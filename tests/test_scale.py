@@ -204,3 +204,17 @@ def test_kernel_diagnostics_large_path_agrees_with_eigh_and_a_tiny_budget_change
     assert large.u_bound == pytest.approx(small.u_bound, rel=1e-11)
     row = large.row()
     assert row["lambda_min_tangent_resolution"] == large.lambda_min.resolution
+
+
+def test_callbacks_kernel_memory_reaches_the_kernels_and_a_budget_too_small_for_K_is_refused(tmp_path, monkeypatch):
+    from cotresnet.config import ConfigError
+    from helpers import train_small
+
+    budgets, real = [], D.kernel_diagnostics
+    monkeypatch.setattr(D, "kernel_diagnostics", lambda *a, **kw: budgets.append(kw["memory_budget"]) or real(*a, **kw))
+    train_small(tmp_path / "run", "callbacks.kernel_memory_mb=16", "trainer.max_steps=2")
+    assert budgets and set(budgets) == {16 * 2**20}
+    # 1400 samples x d_out 2: K (2800^2) and two 1400^2 Grams in float64 are 89.7 MiB, twice that is needed
+    with pytest.raises(ConfigError, match=r"callbacks.kernel_memory_mb=64 .* must be >= 180"):
+        train_small(tmp_path / "big", "data.n_train=1400", "callbacks.kernel_max_dim=4096", "callbacks.kernel_memory_mb=64")
+    assert not (tmp_path / "big").exists()

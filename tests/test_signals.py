@@ -28,6 +28,7 @@ def wait_for_rows(metrics, rows, proc, timeout=120):
     raise AssertionError(f"{metrics} never reached {rows} rows: {proc.poll()} {proc.stderr.read()[-1500:] if proc.poll() is not None else ''}")
 
 
+@pytest.mark.slow  # a subprocess killed and rerun: ~10 s each
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_a_run_after_its_step_and_a_rerun_continues_it_exactly(tmp_path, sig, code):
     run = tmp_path / "run"

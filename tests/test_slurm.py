@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from slurm_local import SlurmCluster, available  # noqa: E402
 from helpers import TRAIN, cli, job_env  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(available()), reason=f"SLURM {available()}")]
+# one worker runs the whole module: its tests share one cluster
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm"),
+              pytest.mark.skipif(bool(available()), reason=f"SLURM {available()}")]
 
 LAUNCH = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
           "hydra.launcher.timeout_min=10"]

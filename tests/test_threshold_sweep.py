@@ -221,6 +221,7 @@ def check_teacher_search(out: Path, stdout: str) -> pd.DataFrame:
     return b
 
 
+@pytest.mark.slow  # the joblib process boundary: ~18 s
 def test_teacher_search_end_to_end_under_joblib_and_rerun_launches_nothing(tmp_path):
     out = tmp_path / "s"
     r = cli(TRAIN + [*TEACHER_SEARCH, f"hydra.sweep.dir={out}"], cwd=tmp_path)

@@ -59,6 +59,7 @@ def final_risks(parameterization, seeds=range(4), steps=200, dt=0.1):
     return torch.tensor(out)  # (seeds, sizes, [initial, final])
 
 
+@pytest.mark.slow  # 2400 SGD steps across sizes and seeds: ~30 s
 def test_mean_field_flow_does_not_depend_on_L_and_M_but_standard_does():
     mf = final_risks("mean_field")
     final = mf[:, :, 1]
