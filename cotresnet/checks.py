@@ -3,6 +3,7 @@ device, the run directory's owner and any checkpoint to resume from. A refusal i
 message names the field and what is allowed."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -34,11 +35,42 @@ def check_config(cfg):
     from .data import load_dataset
 
     validate(cfg)
+    check_memory(cfg, cfg.data.n_train if cfg.data.name == "teacher" else 0)
     dataset = load_dataset(cfg.data, getattr(torch, cfg.model.dtype))
     validate_against_data(cfg, dataset.d_in, dataset.d_out, dataset.n_train)
     check_kernel_memory(cfg, dataset.n_train, dataset.d_out)
     check_device(cfg)
     return dataset
+
+
+def available_memory() -> int:
+    """Bytes the kernel reports available (MemAvailable), or the physical memory where it does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(cfg, n_train: int) -> None:
+    """Refuse sizes whose training alone cannot fit in this machine's memory, before anything is made: the
+    particles with their gradients, initial and checkpoint copies (4 (2d + 1) L M numbers), the activations
+    model.backprop keeps (fused: L N M; recompute: N M; autograd: 2 L N M), and a teacher's data. On a GPU
+    the activations are the device's (check_device sees it); the host still holds the particles."""
+    m = cfg.model
+    size = 8 if m.dtype == "float64" else 4
+    particles = 4 * (2 * m.d + 1) * m.L * m.M * size
+    per_layer = {"fused": m.L * n_train * m.M, "recompute": n_train * m.M, "autograd": 2 * m.L * n_train * m.M}
+    activations = 0 if cfg.trainer.accelerator == "gpu" else (per_layer[m.backprop] + m.L * n_train * m.d) * size
+    data = 2 * n_train * (m.d + 1) * 8
+    need, have = particles + activations + data, available_memory()
+    if need > have:
+        raise ConfigError(f"model.L={m.L}, model.M={m.M}, model.d={m.d}, data.n_train={n_train} need about "
+                          f"{need / 2**30:.3g} GiB (particles {particles / 2**30:.3g}, activations of "
+                          f"model.backprop={m.backprop} {activations / 2**30:.3g}), more than the "
+                          f"{have / 2**30:.3g} GiB available; lower them (or model.backprop=recompute)")
 
 
 def check_kernel_memory(cfg, n_train: int, d_out: int) -> None:
@@ -81,22 +113,41 @@ class JobCheck:
 
 
 def check_job(cfg, run_dir: Path) -> JobCheck:
-    """Every check of a job in `run_dir`, reading but never writing: config, data, device, the
-    directory's owner (ownership.plan) and the checkpoint it would resume from."""
+    """Every check of a job in `run_dir`, leaving nothing behind: config, data, device, that the directory
+    can be made, its owner (ownership.plan) and the checkpoint it would resume from."""
     from . import ownership as O
     from .sweeper import replica_config, replica_dirname
 
     run_dir = Path(run_dir).absolute()
     validate(cfg)
+    check_creatable(run_dir)
     members = []
     for replica in cfg.sweep.replicas or [None]:
         rc = replica_config(cfg, replica) if replica else cfg
         ds = check_config(rc)
         rd = run_dir / replica_dirname(replica) if replica else run_dir
-        members.append(Member(rc, ds, rd, O.identity(rc, O.data_digest(ds.tensors())), replica))
+        members.append(Member(rc, ds, rd, O.identity(rc, O.data_digest(ds.tensors()),
+                                                     kernel_samples(rc, ds.n_train, ds.d_out)), replica))
     ident = O.job_identity([m.identity for m in members]) if cfg.sweep.replicas else members[0].identity
     check = JobCheck(cfg, run_dir, members, ident, None)
     return replan(check)
+
+
+def check_creatable(run_dir: Path) -> None:
+    """The run directory exists, or its nearest existing ancestor takes a new directory (probed with an
+    empty one, removed at once: permissions alone do not tell, e.g. on /proc or a read-only mount)."""
+    import tempfile
+
+    if run_dir.is_dir():
+        return
+    parent = next(p for p in run_dir.parents if p.exists())
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a directory")
+        Path(tempfile.mkdtemp(prefix=".cotresnet-probe-", dir=parent)).rmdir()
+    except OSError as e:
+        raise ConfigError(f"run directory {run_dir} cannot be created ({e.strerror or e}); choose another "
+                          "paths.root, hydra.run.dir or hydra.sweep.dir") from e
 
 
 def replan(check: JobCheck) -> JobCheck:

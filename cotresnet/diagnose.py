@@ -33,6 +33,27 @@ def diagnostics_of(net, init, x_train, y_train, n_kernel: int, depth_weight: Opt
     return out, kd
 
 
+def run_kernel_samples(run_dir: Path, n_train: int, d_out: int) -> int:
+    """The run's own kernel samples: from summary.json, else from its .hydra/config.yaml, else by the
+    schema's default rule (the whole set while n d_out <= kernel_max_dim)."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from .checks import kernel_samples
+    from .config import CallbacksConfig
+
+    summary = RD.read_summary(run_dir) or {}
+    if summary.get("kernel_samples"):
+        return summary["kernel_samples"]
+    try:
+        callbacks = OmegaConf.load(run_dir / RD.CONFIG_DIR / "config.yaml").callbacks
+        callbacks.n_probe, callbacks.kernel_max_dim  # noqa: B018 (both must be there)
+    except Exception:  # absent or unreadable: the run's own rule cannot be read, the default rule applies
+        callbacks = CallbacksConfig()
+    return kernel_samples(SimpleNamespace(callbacks=callbacks), n_train, d_out)
+
+
 def diagnose(run_dir: Path, n_probe: Optional[int] = None) -> dict:
     """{"init": {...}, "final": {...}, "certificate": {...}} computed in the run's dtype. Raises RunDirError
     (naming the file) for a malformed run directory, ValueError for an n_probe out of range."""
@@ -44,8 +65,7 @@ def diagnose(run_dir: Path, n_probe: Optional[int] = None) -> dict:
     particles, data = RD.load_run_tensors(run_dir)
     n_train = data["x_train"].shape[0]
     if n_probe is None:
-        summary = RD.read_summary(run_dir) or {}
-        n_probe = summary.get("kernel_samples") or min(n_train, 128)
+        n_probe = run_kernel_samples(run_dir, n_train, data["y_train"].shape[1])
     if not 1 <= n_probe <= n_train:
         raise ValueError(f"--n-probe={n_probe} is out of range; it must be in [1, {n_train}] (the training set)")
     meta = particles["meta"]

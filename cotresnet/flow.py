@@ -121,6 +121,7 @@ class FlowRecord:
             return None
         if self.risk0 is None:
             self.risk0 = risk
+        self.min_pl_ratio = min(self.min_pl_ratio, G / risk if risk > 0 else math.inf)  # over every row
         if self.converge_ratio > 0 and risk <= self.converge_ratio * self.risk0:
             self.status = "converged"
         return self._row(steps, risk, G, tau)

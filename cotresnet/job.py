@@ -249,6 +249,8 @@ def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
         check = replan(check)
         if check.plan.action == "done":
             return "done", [RD.read_summary(m.run_dir) for m in check.members]
+        clear_outputs(check.plan.clear)  # the old train.log included, before this job's log opens
+        check.plan.clear = []
         handler = _file_log(check.run_dir)
         try:
             if check.plan.reason:

@@ -39,8 +39,10 @@ def _flat(node, prefix: str) -> Dict[str, object]:
     return {prefix: node}
 
 
-def identity(cfg, data_sha256: str) -> dict:
-    """{"fingerprint": sha256, "config": {dotted key: value}} of the trajectory-defining configuration."""
+def identity(cfg, data_sha256: str, kernel_samples: int) -> dict:
+    """{"fingerprint": sha256, "config": {dotted key: value}} of the trajectory-defining configuration, and of
+    the kernel samples its certificate is computed on (a continuation on other samples would compare
+    lambda_min(K(mu_t)) against a lambda_0 of another set)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     model = {k: v for k, v in c["model"].items()
              if k not in ("backprop", "substeps", "rtol", "atol", "adjoint", "bandwidth")
@@ -50,7 +52,8 @@ def identity(cfg, data_sha256: str) -> dict:
     optim = {k: v for k, v in c["optim"].items() if k != "depth_weight" or c["optim"]["geometry"] == "wasserstein"}
     data = {"name": c["data"]["name"], **{k: c["data"][k] for k in _SOURCE_KEYS[c["data"]["name"]]}}
     values = {**_flat(model, "model"), **_flat(c["init"], "init"), **_flat(data, "data"), **_flat(optim, "optim"),
-              "seed": c["seed"], "trainer.matmul_precision": c["trainer"]["matmul_precision"], "data.sha256": data_sha256}
+              "seed": c["seed"], "trainer.matmul_precision": c["trainer"]["matmul_precision"], "data.sha256": data_sha256,
+              "callbacks.n_probe": kernel_samples}  # the effective count: null and N are the same samples
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
     return {"fingerprint": digest, "config": values}
 
@@ -144,6 +147,9 @@ def plan(cfg, job_dir: Path, ident: dict, member_dirs: List[Path]) -> Plan:
     except RD.RunDirError as e:
         old, unreadable = None, str(e)
     clear = [d / n for d in dirs for n in _outputs(d)]
+    if old is None and unreadable is None and (job_dir / RD.LOCK).exists() and set(occupied) <= {RD.LOG, RD.TRACEBACK}:
+        # our lock and log alone: a job stopped (signal, crash) before it wrote its identity
+        return Plan("restart", clear=clear, reason="the previous job stopped before it wrote its identity")
     if occupied and (old is None or old.get("fingerprint") != ident["fingerprint"]):
         if cfg.overwrite:
             return Plan("restart", clear=clear, reason="overwrite=true: the previous run's files go first")

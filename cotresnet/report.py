@@ -84,6 +84,15 @@ def parse_value(value: str):
     return value
 
 
+def _check_rows(job: Path, summary: dict) -> None:
+    """A finished job's metrics.csv ends with the final particles' row (step = steps taken)."""
+    steps = RD.read_table(job)["step"]
+    if steps.empty or steps.iloc[-1] != summary.get("steps"):
+        last = "no rows" if steps.empty else f"its last row is step {steps.iloc[-1]:g}"
+        raise RD.RunDirError(f"{job / RD.METRICS}: {last}, the run finished at step {summary.get('steps')} "
+                             "(truncated or replaced)")
+
+
 def job_row(job: Path, sweep_dir: Path) -> Dict[str, object]:
     row: Dict[str, object] = {"job": str(job.relative_to(sweep_dir)), "path": str(job)}
     try:
@@ -93,6 +102,8 @@ def job_row(job: Path, sweep_dir: Path) -> Dict[str, object]:
         row.update({f"cfg.{k}": v for k, v in _flatten(cfg).items() if not isinstance(v, list)})
         row.update({f"sweep.{k}": parse_value(v) for k, v in overrides(job).items()})
         s = RD.read_summary(job)
+        if s is not None and s.get("status") in RD.FINISHED:
+            _check_rows(job, s)
     except RD.RunDirError as e:
         row["status"], row["error"] = "corrupt", str(e)
         return row
@@ -163,7 +174,7 @@ def count_statuses(sweep_dir: Path) -> str:
     other = df[~st.isin(RD.FINISHED + ("diverged", "failed"))]
     for status, group in other.groupby("status"):
         line += f", {len(group)} {status}"
-    for label, statuses in (("failed", ("failed", "corrupt")), ("incomplete", ("incomplete", "interrupted"))):
+    for label, statuses in (("failed", ("failed",)), ("corrupt", ("corrupt",)), ("incomplete", ("incomplete", "interrupted"))):
         names = df[st.isin(statuses)]["job"].tolist()
         if names:
             line += f" [{label}: {', '.join(names)}]"

@@ -101,7 +101,13 @@ def _check_sweep(config: DictConfig) -> None:
     from .checks import check_job
 
     bad, plans = [], {}
-    for overrides, job_cfg, job_dir in sweep_jobs(config):
+    jobs = list(sweep_jobs(config))
+    moved = _renumbered(jobs)
+    if moved:
+        refuse(f"{moved[0][1]} holds the job that would now run as {moved[0][0].name} ({len(moved)} job(s) "
+               "numbered differently): this sweep lists its values in another order than the one that made the "
+               "directory; list them as before, or choose another hydra.sweep.dir")
+    for overrides, job_cfg, job_dir in jobs:
         try:
             check = _CHECKED[job_dir.absolute()] = check_job(job_cfg, job_dir)
             plans[check.plan.action] = plans.get(check.plan.action, 0) + 1
@@ -114,12 +120,31 @@ def _check_sweep(config: DictConfig) -> None:
     return sum(plans.values())
 
 
+def _renumbered(jobs) -> List[tuple]:
+    """(new job directory, existing directory) pairs naming the same job under another number: job
+    directories are <num>_<overrides>, and the number follows the order of the values."""
+    existing: Dict[Path, Dict[str, Path]] = {}
+    out = []
+    for _, _, job_dir in jobs:
+        num, _, rest = job_dir.name.partition("_")
+        if job_dir.exists() or not num.isdigit() or not job_dir.parent.is_dir():
+            continue
+        if job_dir.parent not in existing:
+            existing[job_dir.parent] = {p.name.partition("_")[2]: p for p in job_dir.parent.iterdir()
+                                        if p.is_dir() and p.name.partition("_")[0].isdigit()}
+        if rest in existing[job_dir.parent]:
+            out.append((job_dir, existing[job_dir.parent][rest]))
+    return out
+
+
 class ValidateConfig(HydraCallback):
     """Checks every job before Hydra creates any directory: the single run's, or each job of a sweep."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from .checks import check_job
 
+        if not str(config.hydra.run.dir).strip():
+            refuse("hydra.run.dir is empty (the job would write into the current directory); give a directory")
         run_dir = Path(str(config.hydra.run.dir)).absolute()
         _CHECKED[run_dir] = checked(check_job, _task_config(config), run_dir)
 

@@ -53,6 +53,10 @@ def unknown_keys(cfg, schema=C.TrainConfig, prefix: str = "") -> None:
         sub = _dataclass_of(hints[key])
         if sub is not None and OmegaConf.is_dict(cfg[key]):
             unknown_keys(cfg[key], sub, f"{path}.")
+    gone = [k for k in hints if k not in cfg and not typing.get_origin(hints[k]) is typing.ClassVar]
+    if gone and not (prefix == "" and gone == ["hydra"]):
+        raise ConfigError(f"{prefix}{gone[0]} was deleted (~{prefix}{gone[0]}); every key of the schema needs a "
+                          f"value: set {prefix}{gone[0]}=<value> instead")
 
 
 def _dataclass_of(tp):
@@ -73,6 +77,7 @@ def validate(cfg) -> None:
     _validate_data(d)
     _finite("optim.dt", o.dt, positive=True)
     _choice("optim.parameterization", o.parameterization, C.PARAMETERIZATIONS)
+    _learning_rate_fits(cfg)
     _validate_geometry(cfg)
     if o.batch_size is not None:
         _at_least("optim.batch_size", o.batch_size, 1)
@@ -113,9 +118,9 @@ def _validate_model(m) -> None:
     _choice("model.embedding", m.embedding, C.EMBEDDINGS)
     _choice("model.readout", m.readout, C.READOUTS)
     _choice("model.dtype", m.dtype, C.DTYPES)
+    _finite("model.bandwidth", m.bandwidth, positive=True)
     if m.depth_kernel is not None:
         _choice("model.depth_kernel", m.depth_kernel, C.DEPTH_KERNELS)
-        _finite("model.bandwidth", m.bandwidth, positive=True)
         if m.backprop == "recompute":
             raise ConfigError("model.backprop=recompute is the layered Euler ResNet's; with model.depth_kernel the "
                               "network is an ODE in depth: set model.adjoint=true to save memory")
@@ -158,11 +163,29 @@ def _validate_data(d) -> None:
     _choice("data.teacher.inputs", tc.inputs, C.TEACHER_INPUTS)
 
 
+# the largest finite number of each model.dtype: SGD multiplies the gradient by the learning rate in it
+DTYPE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+
+
+def _learning_rate_fits(cfg) -> None:
+    """The learning rate dt L M (mean_field) must be a finite number of the model's dtype: beyond it the
+    optimizer cannot even take the step (a diverging run is `diverged`; this one could not start)."""
+    m, o = cfg.model, cfg.optim
+    factor = m.L * m.M if o.parameterization == "mean_field" else 1
+    top = DTYPE_MAX[m.dtype]
+    if o.dt * factor > top:
+        raise ConfigError(f"optim.dt={o.dt!r} gives the learning rate dt L M = {o.dt * factor:.3g}, beyond "
+                          f"model.dtype={m.dtype}'s largest number; it must be <= {top / factor:.3g}")
+
+
 def _validate_trainer(t) -> None:
     _at_least("trainer.max_steps", t.max_steps, 1)
     _choice("trainer.accelerator", t.accelerator, C.ACCELERATORS)
     _at_least("trainer.log_every", t.log_every, 1)
     _finite("trainer.converge_ratio", t.converge_ratio, positive=False)
+    if not 0 <= t.converge_ratio < 1:
+        raise ConfigError(f"trainer.converge_ratio={t.converge_ratio!r} is out of range; it must be in [0, 1) "
+                          "(0: never stop as converged)")
     _choice("trainer.matmul_precision", t.matmul_precision, ("highest", "high", "medium"))
     _choice("trainer.compile", t.compile, ("none", "default", "reduce-overhead"))
     _choice("trainer.progress", t.progress, ("auto", "bar", "log", "none"))

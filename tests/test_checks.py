@@ -4,6 +4,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,6 +58,10 @@ BAD = [  # (overrides, what the message must name)
     (["callbacks.n_probe=0"], "callbacks.n_probe"), (["callbacks.n_probe=100000"], "callbacks.n_probe"),
     (["callbacks.kernel_max_dim=0"], "callbacks.kernel_max_dim"), (["checkpoint_every=-1"], "checkpoint_every"),
     (["callbacks.kernel_memory_mb=8"], "callbacks.kernel_memory_mb"),
+    (["optim.dt=1e300"], "optim.dt"), (["model.dtype=float64", "optim.dt=1e308"], "optim.dt"),
+    (["trainer.converge_ratio=2"], "trainer.converge_ratio"), (["trainer.converge_ratio=1"], "trainer.converge_ratio"),
+    (["model.bandwidth=-1"], "model.bandwidth"), (["~seed"], "seed"),
+    (["model.M=100000000000"], "model.M"), (["data.n_train=1000000000"], "data.n_train"), (["model.d=100000000"], "model.d"),
     (["seed=-1"], "seed"), (["seed=2147483648"], "seed"), (["seed=99999999999999999999"], "seed"),
     (["optimized_metric=accuracy"], "optimized_metric"), (["plots=[gif]"], "plots"),
     (["+model.actvation=silu"], "model.actvation"), (["+foo=1"], "foo"), (["+optim.lr=0.1"], "optim.lr"),
@@ -173,6 +178,25 @@ def test_an_exception_inside_a_check_is_a_bug_report_never_a_warning(capsys):
     with pytest.raises(SystemExit) as e:
         checked(lambda: (_ for _ in ()).throw(ConfigError("model.L=0 is out of range")))
     assert e.value.code == 2 and "model.L=0" in capsys.readouterr().err
+
+
+def test_an_empty_or_uncreatable_run_directory_is_refused_leaving_nothing(tmp_path, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from cotresnet.checks import check_creatable
+    from cotresnet.train import CONF_DIR, ValidateConfig
+
+    (tmp_path / "file").write_text("")
+    for bad in (Path("/proc/cotresnet-test/run"), tmp_path / "file" / "run"):
+        with pytest.raises(ConfigError, match="cannot be created .*paths.root, hydra.run.dir or hydra.sweep.dir"):
+            check_creatable(bad)
+    check_creatable(tmp_path / "a" / "b")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]  # the probe is gone, nothing was made
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["hydra.run.dir="], return_hydra_config=True)
+    with pytest.raises(SystemExit) as e:
+        ValidateConfig().on_run_start(cfg)
+    assert e.value.code == 2 and "hydra.run.dir is empty" in capsys.readouterr().err
 
 
 @pytest.mark.slow

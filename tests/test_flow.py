@@ -25,6 +25,8 @@ def test_record_accumulates_the_fidelity_integral_and_the_path():
         assert row["risk_predicted"] == pytest.approx(1.0 * math.exp(-integral))
         assert row["path_length"] == pytest.approx(0.01 * k) and row["flow_time"] == pytest.approx(k * tau)
     assert rec.min_pl_ratio == pytest.approx(0.2 / 0.7)
+    rec.final(3, 0.6, 0.1, tau)  # the final particles' row counts too
+    assert rec.min_pl_ratio == pytest.approx(0.1 / 0.6)
     rec.finish(3)
     s = rec.summary(tau)
     assert s["status"] == "max_steps" and s["steps"] == 3 and s["flow_time"] == pytest.approx(0.3)

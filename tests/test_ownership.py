@@ -38,7 +38,8 @@ def test_rerunning_a_finished_run_is_done_and_changes_no_byte(tmp_path, small):
 
 @pytest.mark.parametrize("change", [["seed=1"], ["optim.dt=0.2"], ["model.activation=silu"], ["data.seed=4"],
                                     ["init.scale_u=2"], ["model.dtype=float64"], ["data.teacher.scale=1"],
-                                    ["optim.batch_size=4"], ["model.integrator=rk4"], ["trainer.matmul_precision=high"]])
+                                    ["optim.batch_size=4"], ["model.integrator=rk4"], ["trainer.matmul_precision=high"],
+                                    ["callbacks.n_probe=10"]])
 def test_another_configuration_in_the_directory_is_refused_naming_the_keys(tmp_path, small, change):
     _, run = train_small(tmp_path / "run", *SHORT)
     before = snapshot(run)
@@ -53,6 +54,7 @@ def test_overwrite_replaces_the_old_run_whose_files_go_first(tmp_path, small):
     assert (run / "tensorboard").is_dir()
     summary, _ = train_small(run, *SHORT, "seed=3", "overwrite=true", action="restart")
     assert summary["seed"] == 3 and not (run / "tensorboard").exists()
+    assert "overwrite=true" in (run / "train.log").read_text()  # this job's log, not the deleted one's
     m = pd.read_csv(run / "metrics.csv")
     assert list(m["step"]) == sorted(set(m["step"]))  # no rows of the old run
 
@@ -67,6 +69,18 @@ def test_foreign_outputs_are_refused_unless_overwrite(tmp_path, small):
     with pytest.raises(ConfigError, match="identity.json: not valid JSON"):
         check_job(small(*SHORT), run)
     assert check_job(small(*SHORT, "overwrite=true"), run).plan.action == "restart"
+
+
+def test_a_job_stopped_before_its_identity_restarts_and_a_lone_log_is_still_foreign(tmp_path, small):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.log").write_text("")  # what a SIGTERM during start-up leaves, next to the lock
+    with pytest.raises(ConfigError, match="files of no cotresnet run"):
+        check_job(small(*SHORT), run)
+    (run / ".lock").write_text("")
+    assert check_job(small(*SHORT), run).plan.action == "restart"
+    summary, _ = train_small(run, *SHORT, action="restart")
+    assert summary["status"] in ("max_steps", "converged")
 
 
 def test_raising_max_steps_continues_the_run_bit_for_bit(tmp_path):

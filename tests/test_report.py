@@ -108,17 +108,34 @@ def test_report_counts_and_names_killed_and_corrupt_jobs(tmp_path, capsys):
     (jobs[5] / "summary.json").write_text('{"status": "max_steps", "final": {"risk_train": "low"}, "steps": 3, "flow_time": 1}')
     (jobs[6] / ".hydra" / "config.yaml").write_text("model: [unclosed")
     (jobs[7] / "metrics.csv").write_text("step,flow_time,risk_train\nabc,def,ghi\n")
+    (jobs[8] / "metrics.csv").write_text("step,flow_time,risk_train\n0,0,1\n10,1,0.5\n")  # cut after step 10
     df = collect(sweep)
     status = dict(zip(df["job"], df["status"]))
     assert status[jobs[3].name] == "incomplete" and status[jobs[4].name] == "corrupt"
     assert status[jobs[5].name] == "corrupt" and status[jobs[6].name] == "corrupt"
+    assert status[jobs[7].name] == status[jobs[8].name] == "corrupt"
     errors = dict(zip(df["job"], df["error"]))
     assert "summary.json" in errors[jobs[4].name] and "config.yaml" in errors[jobs[6].name]
+    assert "metrics.csv: its last row is step 10, the run finished at step 20" in errors[jobs[8].name]
     line = count_statuses(sweep)
     assert line.startswith(f"sweep {sweep.name}: 9 jobs:") and jobs[3].name in line and jobs[4].name in line
+    assert f"[corrupt: {jobs[4].name}" in line
     from cotresnet.report import main
 
     assert main([str(sweep)]) == 0 and "9 jobs" in capsys.readouterr().out
+
+
+def test_diagnose_without_summary_uses_the_run_s_own_kernel_samples(tmp_path, capsys):
+    from cotresnet.diagnose import main
+    from helpers import train_small
+
+    _, run = train_small(tmp_path / "run", "data.n_train=160", "trainer.max_steps=2")
+    (run / "summary.json").unlink()
+    assert main([str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["certificate"]["n"] == 160  # the whole set, as the run had
+    (run / ".hydra" / "config.yaml").unlink()
+    assert main([str(run), "--json"]) == 0  # the schema's default rule: 2048 / d_out rows
+    assert json.loads(capsys.readouterr().out)["certificate"]["n"] == 160
 
 
 def test_diagnose_names_the_bad_file_and_range_checks_n_probe(tmp_path, run_small, capsys):
