@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import traceback
 import uuid
@@ -19,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import ConfigError, register
+from .validate import near_key
 
 log = logging.getLogger("cotresnet")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -154,7 +156,7 @@ class ValidateConfig(HydraCallback):
         total = None
         if config.hydra.sweeper._target_ in OUR_SWEEPERS:  # other sweepers choose jobs as they go
             total = checked(_check_sweep, config)
-        _SWEEP["dir"] = Path(str(config.hydra.sweep.dir))
+        _SWEEP["dir"], _SWEEP["total"] = Path(str(config.hydra.sweep.dir)), total
         _SWEEP["monitor"] = SweepMonitor(_SWEEP["dir"], total).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -168,7 +170,10 @@ def _end_sweep(suffix: str = "") -> None:
     if "monitor" in _SWEEP:
         _SWEEP.pop("monitor").stop()
     if "dir" in _SWEEP:
-        print(count_statuses(_SWEEP.pop("dir")) + suffix, flush=True)
+        line, total = count_statuses(_SWEEP.pop("dir")), _SWEEP.pop("total", None)
+        if suffix and total:  # a stopped sweep: say how many of its jobs never started
+            line += f"; {total} planned"
+        print(line + suffix, flush=True)
 
 
 def _multirun() -> bool:
@@ -264,7 +269,10 @@ def _compose_or_refuse(overrides: List[str], multirun: bool) -> None:
         except (HydraException, OmegaConfBaseException) as e:
             if multirun or not _sweeps_by_config(loader, overrides):
                 parts = [str(e).splitlines()[0]] + ([str(e.__cause__).splitlines()[0]] if e.__cause__ else [])
-                raise ConfigError(" ".join(p for p in parts if not p.startswith("To append")))
+                message = " ".join(p for p in parts if not p.startswith("To append"))
+                misspelt = re.match(r"Could not override '([^']+)'", message)
+                near = near_key(misspelt.group(1)) if misspelt else None
+                raise ConfigError(message + (f"; did you mean {near}" if near else ""))
 
 
 def _sweeps_by_config(loader, overrides) -> bool:

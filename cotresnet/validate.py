@@ -59,6 +59,20 @@ def unknown_keys(cfg, schema=C.TrainConfig, prefix: str = "") -> None:
                           f"value: set {prefix}{gone[0]}=<value> instead")
 
 
+def near_key(path: str):
+    """The schema key nearest to a misspelt dotted `path` (None when nothing is close)."""
+    schema, parts = C.TrainConfig, path.split(".")
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(schema)
+        if part not in hints:
+            near = difflib.get_close_matches(part, list(hints), n=1)
+            return ".".join(parts[:i] + near) if near else None
+        schema = _dataclass_of(hints[part])
+        if schema is None:
+            return None
+    return None
+
+
 def _dataclass_of(tp):
     for t in (tp, *typing.get_args(tp)):
         if is_dataclass(t):

@@ -61,6 +61,7 @@ BAD = [  # (overrides, what the message must name)
     (["optim.dt=1e300"], "optim.dt"), (["model.dtype=float64", "optim.dt=1e308"], "optim.dt"),
     (["trainer.converge_ratio=2"], "trainer.converge_ratio"), (["trainer.converge_ratio=1"], "trainer.converge_ratio"),
     (["model.bandwidth=-1"], "model.bandwidth"), (["~seed"], "seed"),
+    (["model.activaton=silu"], "did you mean model.activation"),
     (["model.M=100000000000"], "model.M"), (["data.n_train=1000000000"], "data.n_train"), (["model.d=100000000"], "model.d"),
     (["seed=-1"], "seed"), (["seed=2147483648"], "seed"), (["seed=99999999999999999999"], "seed"),
     (["optimized_metric=accuracy"], "optimized_metric"), (["plots=[gif]"], "plots"),
