@@ -270,9 +270,20 @@ def _compose_or_refuse(overrides: List[str], multirun: bool) -> None:
             if multirun or not _sweeps_by_config(loader, overrides):
                 parts = [str(e).splitlines()[0]] + ([str(e.__cause__).splitlines()[0]] if e.__cause__ else [])
                 message = " ".join(p for p in parts if not p.startswith("To append"))
-                misspelt = re.match(r"Could not override '([^']+)'", message)
-                near = near_key(misspelt.group(1)) if misspelt else None
-                raise ConfigError(message + (f"; did you mean {near}" if near else ""))
+                raise ConfigError(message + _hint(message))
+
+
+def _hint(message: str) -> str:
+    """What to type instead, for Hydra's own refusals: a misspelt key, a list key given one value, an
+    extra Trainer option without its +."""
+    misspelt = re.match(r"Could not override '([^']+)'", message)
+    if misspelt and misspelt.group(1).startswith("trainer.extra."):
+        return f"; add Trainer options with a +: +{misspelt.group(1)}=<value>"
+    near = near_key(misspelt.group(1)) if misspelt else None
+    if near:
+        return f"; did you mean {near}"
+    single = re.match(r"Error merging override ([\w.]+)=(\S+) .*not a ListConfig", message)
+    return f"; {single.group(1)} takes a list: {single.group(1)}=[{single.group(2)}]" if single else ""
 
 
 def _sweeps_by_config(loader, overrides) -> bool:
