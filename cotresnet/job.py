@@ -32,8 +32,7 @@ class JobContext:
 
 
 def prepare(check: JobCheck, ctx: JobContext) -> None:
-    """Make the run directories this job's: old outputs out first (restart), then identity and config."""
-    clear_outputs(check.plan.clear)
+    """Make the run directories this job's (execute cleared a restart's old outputs): identity and config."""
     RD.write_json(check.run_dir / RD.IDENTITY, check.identity)
     for m in check.members:
         hydra_dir = m.run_dir / RD.CONFIG_DIR
@@ -250,7 +249,6 @@ def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
         if check.plan.action == "done":
             return "done", [RD.read_summary(m.run_dir) for m in check.members]
         clear_outputs(check.plan.clear)  # the old train.log included, before this job's log opens
-        check.plan.clear = []
         handler = _file_log(check.run_dir)
         try:
             if check.plan.reason:

@@ -178,6 +178,23 @@ def _same_run(cfg, job_dir: Path, member_dirs: List[Path], clear: List[Path]) ->
     return Plan("restart", clear=clear, reason="no checkpoint: the same run starts again from step 0")
 
 
+def renumbered(job_dirs: List[Path]) -> List[tuple]:
+    """(new job directory, existing directory) pairs naming the same job under another number: job
+    directories are <num>_<overrides>, and the number follows the order of the values."""
+    existing: Dict[Path, Dict[str, Path]] = {}
+    out = []
+    for job_dir in job_dirs:
+        num, _, rest = job_dir.name.partition("_")
+        if job_dir.exists() or not num.isdigit() or not job_dir.parent.is_dir():
+            continue
+        if job_dir.parent not in existing:
+            existing[job_dir.parent] = {p.name.partition("_")[2]: p for p in job_dir.parent.iterdir()
+                                        if p.is_dir() and p.name.partition("_")[0].isdigit()}
+        if rest in existing[job_dir.parent]:
+            out.append((job_dir, existing[job_dir.parent][rest]))
+    return out
+
+
 def clear_outputs(paths: List[Path]) -> None:
     for p in paths:
         if p.is_dir() and not p.is_symlink():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 import traceback
 import uuid
@@ -20,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import ConfigError, register
-from .validate import near_key
+from .validate import refusal_hint
 
 log = logging.getLogger("cotresnet")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -101,10 +100,11 @@ def sweep_jobs(config: DictConfig):
 
 def _check_sweep(config: DictConfig) -> None:
     from .checks import check_job
+    from .ownership import renumbered
 
     bad, plans = [], {}
     jobs = list(sweep_jobs(config))
-    moved = _renumbered(jobs)
+    moved = renumbered([job_dir for _, _, job_dir in jobs])
     if moved:
         refuse(f"{moved[0][1]} holds the job that would now run as {moved[0][0].name} ({len(moved)} job(s) "
                "numbered differently): this sweep lists its values in another order than the one that made the "
@@ -120,23 +120,6 @@ def _check_sweep(config: DictConfig) -> None:
     if set(plans) - {"new"}:
         print("sweep plan: " + ", ".join(f"{n} {a}" for a, n in sorted(plans.items())), file=sys.stderr)
     return sum(plans.values())
-
-
-def _renumbered(jobs) -> List[tuple]:
-    """(new job directory, existing directory) pairs naming the same job under another number: job
-    directories are <num>_<overrides>, and the number follows the order of the values."""
-    existing: Dict[Path, Dict[str, Path]] = {}
-    out = []
-    for _, _, job_dir in jobs:
-        num, _, rest = job_dir.name.partition("_")
-        if job_dir.exists() or not num.isdigit() or not job_dir.parent.is_dir():
-            continue
-        if job_dir.parent not in existing:
-            existing[job_dir.parent] = {p.name.partition("_")[2]: p for p in job_dir.parent.iterdir()
-                                        if p.is_dir() and p.name.partition("_")[0].isdigit()}
-        if rest in existing[job_dir.parent]:
-            out.append((job_dir, existing[job_dir.parent][rest]))
-    return out
 
 
 class ValidateConfig(HydraCallback):
@@ -270,20 +253,7 @@ def _compose_or_refuse(overrides: List[str], multirun: bool) -> None:
             if multirun or not _sweeps_by_config(loader, overrides):
                 parts = [str(e).splitlines()[0]] + ([str(e.__cause__).splitlines()[0]] if e.__cause__ else [])
                 message = " ".join(p for p in parts if not p.startswith("To append"))
-                raise ConfigError(message + _hint(message))
-
-
-def _hint(message: str) -> str:
-    """What to type instead, for Hydra's own refusals: a misspelt key, a list key given one value, an
-    extra Trainer option without its +."""
-    misspelt = re.match(r"Could not override '([^']+)'", message)
-    if misspelt and misspelt.group(1).startswith("trainer.extra."):
-        return f"; add Trainer options with a +: +{misspelt.group(1)}=<value>"
-    near = near_key(misspelt.group(1)) if misspelt else None
-    if near:
-        return f"; did you mean {near}"
-    single = re.match(r"Error merging override ([\w.]+)=(\S+) .*not a ListConfig", message)
-    return f"; {single.group(1)} takes a list: {single.group(1)}=[{single.group(2)}]" if single else ""
+                raise ConfigError(message + refusal_hint(message))
 
 
 def _sweeps_by_config(loader, overrides) -> bool:

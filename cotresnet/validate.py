@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import typing
 from dataclasses import is_dataclass
 
@@ -71,6 +72,19 @@ def near_key(path: str):
         if schema is None:
             return None
     return None
+
+
+def refusal_hint(message: str) -> str:
+    """What to type instead, for Hydra's own refusals: a misspelt key, a list key given one value, an
+    extra Trainer option without its +."""
+    misspelt = re.match(r"Could not override '([^']+)'", message)
+    if misspelt and misspelt.group(1).startswith("trainer.extra."):
+        return f"; add Trainer options with a +: +{misspelt.group(1)}=<value>"
+    near = near_key(misspelt.group(1)) if misspelt else None
+    if near:
+        return f"; did you mean {near}"
+    single = re.match(r"Error merging override ([\w.]+)=(\S+) .*not a ListConfig", message)
+    return f"; {single.group(1)} takes a list: {single.group(1)}=[{single.group(2)}]" if single else ""
 
 
 def _dataclass_of(tp):

@@ -108,13 +108,13 @@ def test_report_counts_jobs_and_survives_killed_and_corrupt_jobs(tmp_path):
 
 
 def test_a_sweep_rerun_with_its_values_reordered_is_refused_not_duplicated(tmp_path):
-    from cotresnet.train import _renumbered
+    from cotresnet.ownership import renumbered
 
     (tmp_path / "0_model.M=8").mkdir()
     (tmp_path / "1_model.M=16").mkdir()
     same = [(None, None, tmp_path / "0_model.M=8"), (None, None, tmp_path / "1_model.M=16"),
             (None, None, tmp_path / "2_model.M=32")]
-    assert _renumbered(same) == []  # the same order, and a new value: nothing moved
+    assert renumbered([d for _, _, d in same]) == []  # the same order, and a new value: nothing moved
     swapped = [(None, None, tmp_path / "0_model.M=16"), (None, None, tmp_path / "1_model.M=8")]
-    assert _renumbered(swapped) == [(tmp_path / "0_model.M=16", tmp_path / "1_model.M=16"),
+    assert renumbered([d for _, _, d in swapped]) == [(tmp_path / "0_model.M=16", tmp_path / "1_model.M=16"),
                                     (tmp_path / "1_model.M=8", tmp_path / "0_model.M=8")]
