@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch that lies on this disk; other pins can pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install slurm-deps train test test-all bench bench-scale bench-contention bench-gpu clean
+.PHONY: install slurm-deps train lint test test-all bench bench-scale bench-contention bench-gpu clean
 
 install: $(STAMP)
 
@@ -19,12 +19,16 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/cotresnet-train $(ARGS)
 
-# The fast set (everything not marked slow), two workers of one thread each: about 2 minutes.
-test: $(STAMP)
+# ruff, configured in pyproject.toml (a second)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The fast set (everything not marked slow), two workers of one thread each: about 3 minutes.
+test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" $(ARGS)
 
 # Everything, SLURM included (what .ci/run calls).
-test-all: $(STAMP) slurm-deps
+test-all: lint slurm-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(ARGS)
 
 # The SLURM tests run a one-node cluster from Debian's slurm-wlm and munge. Installed when we are

@@ -10,9 +10,11 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-from .atomic import load_trusted
-from .config import ConfigError
-from .model import MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, readout_matrix
+from .errors import ConfigError
+from .model.layered import MeanFieldResNet
+from .model.particles import embedding_matrix, init_particles, readout_matrix
+from .model.spec import NetworkSpec
+from .rundir.atomic import load_trusted
 
 CLASSIFICATION = ("digits", "wine", "breast_cancer")
 SPLITS = ("x_train", "y_train", "x_test", "y_test")
@@ -40,7 +42,7 @@ class Dataset:
     def n_train(self) -> int:
         return self.x_train.shape[-2]
 
-    def to(self, dtype=None, device=None) -> "Dataset":
+    def to(self, dtype=None, device=None) -> Dataset:
         f = lambda t: t.to(dtype=dtype, device=device)
         return Dataset(f(self.x_train), f(self.y_train), f(self.x_test), f(self.y_test), self.classification)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List
@@ -16,10 +15,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, register
-from .validate import refusal_hint
+from .config.schema import register
+from .config.validate import composition_error
+from .errors import ConfigError, refuse, run_check
 
 log = logging.getLogger("cotresnet")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -39,68 +39,54 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mul", lambda *xs: math.prod(xs))
 
 
-def compose_config(overrides=()) -> DictConfig:
-    """The composed training config for a list of overrides, outside a Hydra run (scripts, tests)."""
+def compose_config(overrides=(), multirun: bool = False) -> DictConfig:
+    """The composed training configuration of a list of overrides (as `cotresnet-train` composes it), outside a
+    Hydra run: notebooks, scripts, tests. A value Hydra cannot compose raises ConfigError naming the key;
+    `multirun`: compose as a sweep does (sweep values such as model.M=8,16 are allowed and left to the sweep)."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .sweeps.expand import task_config
 
     register_resolvers()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        try:
+            if multirun:
+                loader = GlobalHydra.instance().config_loader()
+                return task_config(loader.load_configuration("train", list(overrides), RunMode.MULTIRUN))
+            return compose("train", overrides=list(overrides))
+        except (HydraException, OmegaConfBaseException) as e:
+            raise composition_error(e) from e
 
 
-def refuse(message: str) -> None:
-    """Exit 2 with the message (one line per refused job). SystemExit passes through Hydra's callback
-    and error wrappers (they catch Exception), so nothing is created after it."""
-    print(f"cotresnet: invalid configuration: {message}", file=sys.stderr)
-    sys.exit(2)
+def refuse_composition_errors() -> None:
+    """Hydra's composition errors become one-line refusals (exit 2) before any file, instead of Hydra's
+    own report (exit 1): every composition Hydra makes (its mode probe, the run's, the sweep's) goes
+    through this wrapper, so the configuration is composed by Hydra alone."""
+    from hydra._internal.hydra import Hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
+    compose = Hydra.compose_config
+    if getattr(compose, "refuses", False):
+        return
 
-def checked(fn, *args):
-    """Run a check: a ConfigError is a refusal (exit 2), any other exception a bug (traceback, exit 1);
-    neither becomes a warning (Hydra turns exceptions raised in callbacks into warnings)."""
-    try:
-        return fn(*args)
-    except ConfigError as e:
-        refuse(str(e))
-    except Exception:
-        traceback.print_exc()
-        print("cotresnet: internal error while checking the configuration (a bug: please report the traceback "
-              "above); nothing was launched", file=sys.stderr)
-        sys.exit(1)
+    def composed_or_refused(self, *args, **kwargs):
+        try:
+            return compose(self, *args, **kwargs)
+        except (HydraException, OmegaConfBaseException) as e:
+            refuse(str(composition_error(e)))
 
-
-def _task_config(config: DictConfig) -> DictConfig:
-    cfg = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"]) if "hydra" in config else config
-    return cfg
-
-
-def sweep_jobs(config: DictConfig):
-    """(overrides, task config, job directory) of every job of a multirun, as the sweeper and a
-    launcher will number and place them (hydra.sweep.dir / hydra.sweep.subdir)."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from .sweeper import split_jobs
-
-    parser = OverridesParser.create()
-    # as BasicSweeper: hydra.sweeper.params (experiments) first, then the command line
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    parsed = parser.parse_overrides(params + list(config.hydra.overrides.task))
-    loader = GlobalHydra.instance().config_loader()
-    idx = 0
-    for batch in split_jobs(parsed, list(config.sweep.vectorize)):
-        for overrides in batch:
-            job_cfg = loader.load_sweep_config(config, list(overrides))
-            with open_dict(job_cfg):
-                job_cfg.hydra.job.num = job_cfg.hydra.job.id = idx
-            job_dir = Path(str(job_cfg.hydra.sweep.dir)) / str(job_cfg.hydra.sweep.subdir)
-            yield overrides, _task_config(job_cfg), job_dir
-            idx += 1
+    composed_or_refused.refuses = True
+    Hydra.compose_config = composed_or_refused
 
 
 def _check_sweep(config: DictConfig) -> None:
-    from .checks import check_job
-    from .ownership import renumbered
+    from .job.checks import check_job
+    from .rundir.ownership import renumbered
+    from .sweeps.expand import sweep_jobs
 
     bad, plans = [], {}
     jobs = list(sweep_jobs(config))
@@ -126,19 +112,20 @@ class ValidateConfig(HydraCallback):
     """Checks every job before Hydra creates any directory: the single run's, or each job of a sweep."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from .checks import check_job
+        from .job.checks import check_job
+        from .sweeps.expand import task_config
 
         if not str(config.hydra.run.dir).strip():
             refuse("hydra.run.dir is empty (the job would write into the current directory); give a directory")
         run_dir = Path(str(config.hydra.run.dir)).absolute()
-        _CHECKED[run_dir] = checked(check_job, _task_config(config), run_dir)
+        _CHECKED[run_dir] = run_check(check_job, task_config(config), run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from .console import SweepMonitor
+        from .report.monitor import SweepMonitor
 
         total = None
         if config.hydra.sweeper._target_ in OUR_SWEEPERS:  # other sweepers choose jobs as they go
-            total = checked(_check_sweep, config)
+            total = run_check(_check_sweep, config)
         _SWEEP["dir"], _SWEEP["total"] = Path(str(config.hydra.sweep.dir)), total
         _SWEEP["monitor"] = SweepMonitor(_SWEEP["dir"], total).start()
 
@@ -148,7 +135,7 @@ class ValidateConfig(HydraCallback):
 
 def _end_sweep(suffix: str = "") -> None:
     """Stop the sweep's monitor and print its count line."""
-    from .report import count_statuses
+    from .report.sweep import count_statuses
 
     if "monitor" in _SWEEP:
         _SWEEP.pop("monitor").stop()
@@ -164,7 +151,7 @@ def _multirun() -> bool:
 
 
 def _context(run_dir: Path):
-    from .job import JobContext
+    from .job.fit import JobContext
 
     hc = HydraConfig.get()
     if not _multirun():
@@ -176,14 +163,18 @@ def _context(run_dir: Path):
 
 def run(cfg: DictConfig):
     """The task function: (re)check the job, then own its directory and train it, or report it done."""
-    from .checks import check_job
-    from .console import print_summary
-    from .job import execute
+    from .job.checks import check_job
+    from .job.fit import execute
+    from .job.progress import print_summary
+    from .job.resume import Interrupted
 
     run_dir = Path(HydraConfig.get().runtime.output_dir).absolute()
     try:
         check = _CHECKED.pop(run_dir, None) or check_job(cfg, run_dir)
         action, summaries = execute(check, _context(run_dir))
+    except Interrupted as e:
+        draw_run_figures(cfg, e.summaries)
+        raise
     except ConfigError as e:  # another job took the directory after the first check
         if not _multirun():
             refuse(str(e))
@@ -193,12 +184,25 @@ def run(cfg: DictConfig):
         if _multirun():
             return math.nan if cfg.optimized_metric else {"status": "failed"}  # the sweep goes on; the report counts it
         raise
+    draw_run_figures(cfg, summaries, missing_only=action == "done")
     if action == "done":
         print(f"already done ({check.plan.reason}): {run_dir}")
     else:
         for s in summaries:
             print_summary(s)
     return _returned(cfg, summaries)
+
+
+def draw_run_figures(cfg, summaries: List[dict], missing_only: bool = False) -> None:
+    """The run figures of each member (cfg.plots formats; none for []), drawn after its job; `missing_only`:
+    those a finished run lacks (a job interrupted while drawing)."""
+    if not cfg.plots:
+        return
+    from .report.run_figures import missing_figures, plot_run
+
+    for s in summaries:
+        if s and s.get("status") != "failed" and not (missing_only and not missing_figures(Path(s["run_dir"]), cfg.plots)):
+            plot_run(Path(s["run_dir"]), (s.get("certificate") or {}).get("certified_radius"), list(cfg.plots))
 
 
 def _returned(cfg, summaries: List[dict]):
@@ -222,12 +226,12 @@ def main() -> None:
     ends a job or a sweep with its files written and exit 128 + signal."""
     from hydra._internal.utils import get_args_parser
 
-    from .resume import Interrupted, interrupt_between_jobs
+    from .job.resume import Interrupted, interrupt_between_jobs
 
     register_resolvers()
     args, _ = get_args_parser().parse_known_args()
     if not (args.shell_completion or args.help or args.hydra_help or args.info or args.cfg):
-        checked(_compose_or_refuse, list(args.overrides), args.multirun)
+        refuse_composition_errors()
     interrupt_between_jobs()
     try:
         _hydra_main()
@@ -236,33 +240,6 @@ def main() -> None:
         _end_sweep(" (interrupted: nothing more is launched)")
         print(f"cotresnet: interrupted (exit {code})", file=sys.stderr)
         sys.exit(code)
-
-
-def _compose_or_refuse(overrides: List[str], multirun: bool) -> None:
-    """Compose the config as Hydra will; its composition errors become one-line refusals."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        try:
-            loader.load_configuration("train", list(overrides), RunMode.MULTIRUN if multirun else RunMode.RUN)
-        except (HydraException, OmegaConfBaseException) as e:
-            if multirun or not _sweeps_by_config(loader, overrides):
-                parts = [str(e).splitlines()[0]] + ([str(e.__cause__).splitlines()[0]] if e.__cause__ else [])
-                message = " ".join(p for p in parts if not p.startswith("To append"))
-                raise ConfigError(message + refusal_hint(message))
-
-
-def _sweeps_by_config(loader, overrides) -> bool:
-    """True when the config itself asks for a multirun (an experiment sets hydra.mode=MULTIRUN)."""
-    try:
-        cfg = loader.load_configuration("train", list(overrides), RunMode.MULTIRUN)
-    except Exception:
-        return False
-    return cfg.hydra.mode == RunMode.MULTIRUN
 
 
 if __name__ == "__main__":

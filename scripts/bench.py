@@ -35,13 +35,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cotresnet.callbacks import Cadence, FlowDiagnostics  # noqa: E402
 from cotresnet.data import Dataset, stack_datasets  # noqa: E402
-from cotresnet.flow import FlowRecord, learning_rate  # noqa: E402
-from cotresnet.memory import saved_tensor_bytes  # noqa: E402
-from cotresnet.model import MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, readout_matrix  # noqa: E402
-from cotresnet.replicas import ReplicatedResNet  # noqa: E402
-from cotresnet.module import COTFlowModule, FlowDataModule  # noqa: E402
+from cotresnet.job.callbacks import Cadence, FlowDiagnostics  # noqa: E402
+from cotresnet.job.memory import saved_tensor_bytes  # noqa: E402
+from cotresnet.job.module import COTFlowModule, FlowDataModule  # noqa: E402
+from cotresnet.model.layered import MeanFieldResNet  # noqa: E402
+from cotresnet.model.particles import embedding_matrix, init_particles, readout_matrix  # noqa: E402
+from cotresnet.model.replicas import ReplicatedResNet  # noqa: E402
+from cotresnet.model.spec import NetworkSpec  # noqa: E402
+from cotresnet.record import FlowRecord, learning_rate  # noqa: E402
 
 BACKPROPS = ("fused", "recompute", "autograd")
 
@@ -239,17 +241,18 @@ def size_rows(row, args, device, n) -> None:
 
 def diagnostics_rows(row, args, device) -> None:
     """The default job (256 teacher samples, L=16, M=128, default cadences) with and without diagnostics."""
-    from cotresnet.checks import check_config, kernel_samples
-    from cotresnet.model import student_network
+    from cotresnet.config.derived import kernel_samples
+    from cotresnet.job.checks import check_config
+    from cotresnet.model.build import student_network
     from cotresnet.train import compose_config
 
-    cfg = compose_config(["trainer.max_steps=%d" % (300 if args.quick else 1500)])
+    cfg = compose_config([f"trainer.max_steps={300 if args.quick else 1500}"])
     data = check_config(cfg)
 
     def default_job(with_diag):
         net = student_network(cfg, data.d_in, data.d_out).to(device)
         cadence = Cadence(cfg.trainer.log_every, cfg.callbacks.kernel_every, cfg.callbacks.ot_every,
-                          kernel_samples(cfg, data.n_train, data.d_out))
+                          kernel_samples(cfg.callbacks, data.n_train, data.d_out))
         cbs = [FlowDiagnostics(FlowRecord(), data.to(torch.float32), cadence, [])] if with_diag else []
         return fit(net, data.to(torch.float32), cfg.trainer.max_steps - 5, device, cbs)[1:]
 

@@ -33,9 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import sync, time_matmuls, time_sgd  # noqa: E402
+
 from cotresnet import diagnostics as D  # noqa: E402
-from cotresnet.flow import learning_rate  # noqa: E402
-from cotresnet.model import MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, readout_matrix  # noqa: E402
+from cotresnet.model.layered import MeanFieldResNet  # noqa: E402
+from cotresnet.model.particles import embedding_matrix, init_particles, readout_matrix  # noqa: E402
+from cotresnet.model.spec import NetworkSpec  # noqa: E402
+from cotresnet.record import learning_rate  # noqa: E402
 
 D_IN, D_OUT, CADENCE = 4, 2, 500  # the teacher task's dimensions; callbacks' default kernel_every = ot_every
 

@@ -106,7 +106,7 @@ class SlurmCluster:
     def env(self) -> dict:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
-    def start(self, timeout: float = 60) -> "SlurmCluster":
+    def start(self, timeout: float = 60) -> SlurmCluster:
         reason = available()
         if reason:
             raise RuntimeError(reason)

@@ -1,21 +1,21 @@
-"""Shared set-up: one intra-op thread per test process (and its children), the helpers module on the
-path, Hydra's resolvers registered, and fixtures for small configurations and runs."""
+"""Shared set-up: one intra-op thread per test process (and its children), the helpers module and scripts/ on
+the path, Hydra's resolvers registered, and fixtures for small configurations and runs."""
 import os
 import sys
 from pathlib import Path
 
 os.environ["OMP_NUM_THREADS"] = "1"  # children (CLI subprocesses) inherit it
 os.environ.setdefault("WANDB_SILENT", "true")
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # helpers
+sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))  # slurm_local
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from helpers import SMALL, train_small  # noqa: E402
-
 from cotresnet.train import register_resolvers  # noqa: E402
+from helpers import SMALL, train_small  # noqa: E402
 
 register_resolvers()
 

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 TRAIN = [sys.executable, "-m", "cotresnet.train"]
 SMALL = ["model.L=3", "model.M=8", "data.n_train=24", "data.n_test=8"]
+# a short run with every diagnostic: rows every 2 steps, kernels and distances every 6
+SHORT = ["trainer.max_steps=12", "trainer.log_every=2", "callbacks.kernel_every=6", "callbacks.ot_every=6",
+         "trainer.converge_ratio=0"]
 
 
 def job_env(extra=None):
@@ -31,21 +35,24 @@ def train_small(run_dir: Path, *overrides, action=None):
 def train(run_dir: Path, *overrides, action=None):
     """train_small without SMALL: the configuration is the default one plus `overrides`. The run draws no
     plots unless an override asks for them (they cost more than a small run)."""
-    from cotresnet.checks import check_job
-    from cotresnet.job import JobContext, execute
-    from cotresnet.train import compose_config
+    from cotresnet.job.checks import check_job
+    from cotresnet.job.fit import JobContext, execute
+    from cotresnet.train import compose_config, draw_run_figures
 
     if not any(o.startswith("plots=") for o in overrides):
         overrides = ("plots=[]", *overrides)
     cfg = compose_config(list(overrides))
     done, summaries = execute(check_job(cfg, run_dir), JobContext(list(overrides), name=Path(run_dir).name))
+    draw_run_figures(cfg, summaries, missing_only=done == "done")
     assert action is None or done == action, (done, action)
     return (summaries if cfg.sweep.replicas else summaries[0]), Path(run_dir)
 
 
 def make_net(L=5, M=7, d=4, d_in=3, d_out=2, act="tanh", seed=0, scale_u=1.5, **spec):
     """A float64 network with random particles (scales 1.5, 1, 0.5), built through its NetworkSpec."""
-    from cotresnet.model import MeanFieldResNet, NetworkSpec, embedding_matrix, init_particles, readout_matrix
+    from cotresnet.model.layered import MeanFieldResNet
+    from cotresnet.model.particles import embedding_matrix, init_particles, readout_matrix
+    from cotresnet.model.spec import NetworkSpec
 
     p = init_particles(L, M, d, scale_u=scale_u, scale_b=0.5, seed=seed, dtype=torch.float64)
     s = NetworkSpec(L=L, M=M, d=d, d_in=d_in, d_out=d_out, activation=act, dtype="float64", **spec)
@@ -75,3 +82,25 @@ def grid_experiments():
         if target is None or target in OUR_SWEEPERS:
             names.append(path.stem)
     return names
+
+
+def threshold_tables(out):
+    """(threshold_points.csv, threshold_outcomes.csv) of a threshold search's sweep directory."""
+    import pandas as pd
+
+    return (pd.read_csv(out / "threshold_points.csv", dtype={"combination": str}),
+            pd.read_csv(out / "threshold_outcomes.csv", dtype={"combination": str}))
+
+
+def central_difference(f, p, index, eps: float = 1e-6) -> float:
+    """(f(p + eps e_i) - f(p - eps e_i)) / (2 eps) for the entry `index` of the tensor p, changed in place
+    (and restored): the brute-force derivative gradients are checked against."""
+    with torch.no_grad():
+        old = p[index].item()
+        p[index] = old + eps
+        up = f()
+        p[index] = old - eps
+        down = f()
+        p[index] = old
+    return (up - down) / (2 * eps)
+

@@ -1,11 +1,11 @@
 """cotresnet's sweeper for Hydra (plugins must live in the hydra_plugins namespace): BasicSweeper,
-with the values of `sweep.vectorize` keys folded into replicas of one job (cotresnet/sweeper.py)."""
+with the values of `sweep.vectorize` keys folded into replicas of one job (cotresnet/sweeps/vectorize.py)."""
 from typing import Dict, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.types import Override
 
-from cotresnet.sweeper import split_jobs
+from cotresnet.sweeps.vectorize import split_jobs
 
 
 class VectorizingSweeper(BasicSweeper):

@@ -1,58 +1,19 @@
 """cotresnet's threshold-search sweeper for Hydra (`hydra/sweeper=threshold`): per combination of the
 other swept keys, it brackets and bisects one key until the bracket is within a ratio, judging each
-point over several seeds (cotresnet/threshold_sweep.py does the work, cotresnet/threshold.py decides).
-
-Its settings are typed by ThresholdSweeperConf, registered in Hydra's ConfigStore as
-hydra/sweeper/threshold_schema (conf/hydra/sweeper/threshold.yaml extends it). An experiment sets the
-sweeper by value instead (train.yaml's own sweeper override wins over any override in an experiment),
-so the sweeper merges whatever it was given over the schema again before it starts. This module
-imports no torch: Hydra imports every module of the hydra_plugins namespace when it scans for plugins.
+point over several seeds. The search is cotresnet.sweeps.threshold_search, its settings
+cotresnet.sweeps.threshold_settings; this class launches it and draws its report at the end. This
+module imports no torch: Hydra imports every module of the hydra_plugins namespace when it scans for
+plugins.
 """
-# No `from __future__ import annotations`: Hydra's scanner executes this module before it is in
-# sys.modules, where dataclasses cannot resolve string annotations.
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from cotresnet.sweeps.threshold_settings import register
 
-@dataclass
-class CriterionConf:
-    """A seed succeeds when its run finished (converged or max_steps; diverged and failed runs fail)
-    and `metric op value` holds at its end, i.e. within the job's flow time max_steps x dt."""
-
-    metric: str = "risk_ratio"  # final risk_train / risk_init, or a final metric / summary number (risk_test, ...)
-    op: str = "<="  # <= or >=
-    value: float = 1.0e-3
-
-
-@dataclass
-class ThresholdSweeperConf:
-    _target_: str = "hydra_plugins.cotresnet_sweeper.threshold.ThresholdSweeper"
-    key: str = "model.M"  # the searched key: an int key is searched over integers, a float key over reals
-    lo: float = 4.0  # the initial bracket [lo, hi]
-    hi: float = 512.0
-    log: bool = True  # bisect log(value) (geometric midpoints); false: the value itself
-    direction: str = "above"  # above: large values succeed (width); below: small values do (init scale)
-    ratio: float = 1.1  # log space: stop when hi / lo <= ratio (integers also when hi - lo <= 1)
-    width: float = 0.0  # linear space: stop when hi - lo <= width
-    factor: float = 4.0  # both ends on one side: the far end moves by this factor (log) or bracket widths (linear)
-    min_value: Optional[float] = None  # limits for the expanded bracket (integers in log space: >= 1)
-    max_value: Optional[float] = None
-    max_expansions: int = 4  # expansions before a combination stops as unbracketed
-    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
-    fraction: float = 0.5  # a point succeeds when at least this fraction of its seeds does
-    replicas: bool = True  # the seeds of a point run as one job (sweep.replicas); false: one job per seed
-    criterion: CriterionConf = field(default_factory=CriterionConf)
-    level: float = 0.95  # confidence level of the threshold and scaling-exponent intervals
-    params: Optional[Dict[str, str]] = None  # other swept keys (as BasicSweeper's params), e.g. data.n_train: 16,32
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="threshold_schema", node=ThresholdSweeperConf,
-                             provider="cotresnet")
+register()
 
 
 class ThresholdSweeper(Sweeper):
@@ -73,6 +34,14 @@ class ThresholdSweeper(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from cotresnet.threshold_sweep import run_search
+        from pathlib import Path
 
-        return run_search(self, list(arguments))
+        from cotresnet.report.threshold import threshold_report
+        from cotresnet.rundir.contract import REPORT
+        from cotresnet.sweeps.threshold_search import run_search
+
+        returns = run_search(self, list(arguments))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        rep = threshold_report(sweep_dir, sweep_dir / REPORT)
+        print("\n".join(rep["lines"]) + f"\n  tables: {sweep_dir}/threshold_*.csv; figures: {sweep_dir / REPORT}", flush=True)
+        return returns

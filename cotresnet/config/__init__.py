@@ -1,0 +1,3 @@
+"""The typed configuration: the schema Hydra composes into (schema), every check a type cannot express
+(validate), the replica format of vectorized jobs (replicas) and values derived from a configuration
+(derived). No torch."""

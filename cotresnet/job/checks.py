@@ -1,0 +1,204 @@
+"""Every check that runs before a job writes anything: the configuration (validate.py), the data, the
+device, the run directory's owner and any checkpoint to resume from. A refusal is a ConfigError whose
+message names the field and what is allowed."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from ..config.derived import kernel_samples
+from ..config.validate import validate, validate_against_data
+from ..errors import ConfigError
+
+
+def check_device(cfg) -> None:
+    if cfg.trainer.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible "
+                              "(torch.cuda.is_available() is False); use trainer=cpu")
+
+
+def check_config(cfg):
+    """Every check of one configuration that needs no run directory; returns its (float64) dataset."""
+    import torch
+
+    from ..data import load_dataset
+
+    validate(cfg)
+    check_memory(cfg, cfg.data.n_train if cfg.data.name == "teacher" else 0)
+    dataset = load_dataset(cfg.data, getattr(torch, cfg.model.dtype))
+    validate_against_data(cfg, dataset.d_in, dataset.d_out, dataset.n_train)
+    check_kernel_memory(cfg, dataset.n_train, dataset.d_out)
+    check_device(cfg)
+    return dataset
+
+
+def available_memory() -> int:
+    """Bytes the kernel reports available (MemAvailable), or the physical memory where it does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(cfg, n_train: int) -> None:
+    """Refuse sizes whose training alone cannot fit in this machine's memory, before anything is made: the
+    particles with their gradients, initial and checkpoint copies (4 (2d + 1) L M numbers), the activations
+    model.backprop keeps (fused: L N M; recompute: N M; autograd: 2 L N M), and a teacher's data. On a GPU
+    the activations are the device's (check_device sees it); the host still holds the particles."""
+    m = cfg.model
+    size = 8 if m.dtype == "float64" else 4
+    particles = 4 * (2 * m.d + 1) * m.L * m.M * size
+    per_layer = {"fused": m.L * n_train * m.M, "recompute": n_train * m.M, "autograd": 2 * m.L * n_train * m.M}
+    activations = 0 if cfg.trainer.accelerator == "gpu" else (per_layer[m.backprop] + m.L * n_train * m.d) * size
+    data = 2 * n_train * (m.d + 1) * 8
+    need, have = particles + activations + data, available_memory()
+    if need > have:
+        raise ConfigError(f"model.L={m.L}, model.M={m.M}, model.d={m.d}, data.n_train={n_train} need about "
+                          f"{need / 2**30:.3g} GiB (particles {particles / 2**30:.3g}, activations of "
+                          f"model.backprop={m.backprop} {activations / 2**30:.3g}), more than the "
+                          f"{have / 2**30:.3g} GiB available; lower them (or model.backprop=recompute)")
+
+
+def check_kernel_memory(cfg, n_train: int, d_out: int) -> None:
+    """callbacks.kernel_memory_mb must hold the tangent kernel and as much again for the blocks that build
+    it (fewer blocks, fewer passes over the particles). Only the Euler ResNet's kernels are built in blocks."""
+    from ..diagnostics.kernels import kernel_bytes
+
+    m = cfg.model
+    if cfg.callbacks.kernel_every == 0 or m.integrator != "euler" or m.adjoint or m.depth_kernel is not None:
+        return
+    n = kernel_samples(cfg.callbacks, n_train, d_out)
+    need = -(-2 * kernel_bytes(n, d_out) // 2**20)
+    if cfg.callbacks.kernel_memory_mb < need:
+        raise ConfigError(f"callbacks.kernel_memory_mb={cfg.callbacks.kernel_memory_mb} cannot hold the tangent "
+                          f"kernel of {n * d_out} rows ({n} samples x d_out {d_out}); it must be >= {need}, or "
+                          "lower callbacks.n_probe or callbacks.kernel_max_dim")
+
+
+@dataclass
+class Member:
+    """One trained network of a job: its configuration, dataset, run directory and identity."""
+
+    cfg: object
+    dataset: object
+    run_dir: Path
+    identity: dict
+    replica: Optional[str] = None
+
+
+@dataclass
+class JobCheck:
+    """A checked job: its members (one, or the replicas of a vectorized job), identity and plan."""
+
+    cfg: object
+    run_dir: Path
+    members: List[Member]
+    identity: dict
+    plan: object
+    # the checkpoint the plan resumes from, loaded once (memory-mapped) and handed to Lightning, with the
+    # file's (inode, size, mtime) when it was loaded: a replan under the lock reloads only a changed file
+    checkpoint: Optional[dict] = None
+    checkpoint_stamp: Optional[tuple] = None
+
+    @property
+    def checkpoint_info(self) -> Optional[dict]:
+        """The checkpoint's 'cotresnet' entry (step, RNG states, wandb ids), None without a checkpoint."""
+        return None if self.checkpoint is None else self.checkpoint["cotresnet"]
+
+
+def check_job(cfg, run_dir: Path) -> JobCheck:
+    """Every check of a job in `run_dir`, leaving nothing behind: config, data, device, that the directory
+    can be made, its owner (ownership.plan) and the checkpoint it would resume from."""
+    from ..config.replicas import replica_config, replica_dirname
+    from ..rundir import ownership as O
+
+    run_dir = Path(run_dir).absolute()
+    validate(cfg)
+    check_creatable(run_dir)
+    members = []
+    for replica in cfg.sweep.replicas or [None]:
+        rc = replica_config(cfg, replica) if replica else cfg
+        ds = check_config(rc)
+        rd = run_dir / replica_dirname(replica) if replica else run_dir
+        members.append(Member(rc, ds, rd, O.identity(rc, O.data_digest(ds.tensors()),
+                                                     kernel_samples(rc.callbacks, ds.n_train, ds.d_out)), replica))
+    ident = O.job_identity([m.identity for m in members]) if cfg.sweep.replicas else members[0].identity
+    check = JobCheck(cfg, run_dir, members, ident, None)
+    return replan(check)
+
+
+def check_creatable(run_dir: Path) -> None:
+    """The run directory exists, or its nearest existing ancestor takes a new directory (probed with an
+    empty one, removed at once: permissions alone do not tell, e.g. on /proc or a read-only mount)."""
+    import tempfile
+
+    if run_dir.is_dir():
+        return
+    parent = next(p for p in run_dir.parents if p.exists())
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a directory")
+        Path(tempfile.mkdtemp(prefix=".cotresnet-probe-", dir=parent)).rmdir()
+    except OSError as e:
+        raise ConfigError(f"run directory {run_dir} cannot be created ({e.strerror or e}); choose another "
+                          "paths.root, hydra.run.dir or hydra.sweep.dir") from e
+
+
+def replan(check: JobCheck) -> JobCheck:
+    """(Re)decide what the job does in its directory, e.g. once it holds the lock (another job may have
+    written there since the first check); inspects the checkpoint the plan resumes from."""
+    from ..rundir import ownership as O
+
+    check.plan = O.plan(check.cfg, check.run_dir, check.identity, [m.run_dir for m in check.members])
+    path = check.plan.checkpoint
+    stamp = _stamp(path) if path is not None else None
+    if path is None:
+        check.checkpoint = None
+    elif check.checkpoint is None or stamp != check.checkpoint_stamp:
+        check.checkpoint = inspect_checkpoint(path, check.cfg, check.identity)
+    check.checkpoint_stamp = stamp
+    return check
+
+
+def _stamp(path: Path) -> Optional[tuple]:
+    """(inode, size, mtime) of a file, None when it cannot be read: a checkpoint replaced since it was loaded
+    (atomically, by another job) has another one."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def inspect_checkpoint(path: Path, cfg, ident: dict) -> dict:
+    """Load a checkpoint safely (weights_only) and check it belongs to this configuration's trajectory."""
+    from ..rundir.atomic import load_trusted
+
+    where = f"resume={str(path)!r}" if cfg.resume not in ("auto", "never") else f"checkpoint {path}"
+    if not Path(path).is_file():
+        raise ConfigError(f"{where} is not a readable file; use never, auto or a checkpoint path")
+    try:
+        ckpt = load_trusted(path, mmap=True)  # the tensors are read when used (by Lightning's restore)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("cotresnet"), dict) or "state_dict" not in ckpt:
+        raise ConfigError(f"{where} is not a cotresnet checkpoint (no 'cotresnet' / 'state_dict' entry)")
+    info = ckpt["cotresnet"]
+    if info.get("fingerprint") != ident["fingerprint"]:
+        from ..rundir.ownership import differences
+
+        diff = "; ".join(differences(info.get("identity") or {}, ident)) or "no identity recorded"
+        raise ConfigError(f"{where} belongs to another configuration ({diff}); resume needs the same model, init, "
+                          "data, optim and seed")
+    if info.get("global_step", 0) > cfg.trainer.max_steps:
+        raise ConfigError(f"trainer.max_steps={cfg.trainer.max_steps} is below the step {info['global_step']} "
+                          f"{where} was written at; raise it, or set resume=never to start again")
+    return ckpt

@@ -1,0 +1,290 @@
+"""Fitting one checked job: its members (one network, or the replicas of a vectorized job) trained
+together into their run directories, from the plan `checks.check_job` made (new, restart, resume)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+from omegaconf import OmegaConf
+
+from ..config.derived import kernel_samples
+from ..rundir import contract as RD
+from ..rundir.ownership import clear_outputs
+from .checks import JobCheck
+
+log = logging.getLogger("cotresnet")
+
+
+@dataclass
+class JobContext:
+    """What the Hydra face knows about the job: its overrides, Hydra's own config (for .hydra/hydra.yaml),
+    the dashboard group (the sweep) and the job's name there."""
+
+    overrides: List[str] = field(default_factory=list)
+    hydra_cfg: object = None
+    group: Optional[str] = None
+    name: str = "run"
+
+
+def prepare(check: JobCheck, ctx: JobContext) -> None:
+    """Make the run directories this job's (execute cleared a restart's old outputs): identity and config."""
+    RD.write_json(check.run_dir / RD.IDENTITY, check.identity)
+    for m in check.members:
+        hydra_dir = m.run_dir / RD.CONFIG_DIR
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        overrides = [o for o in ctx.overrides if not o.startswith("sweep.")] + (m.replica.split() if m.replica else [])
+        OmegaConf.save(m.cfg, hydra_dir / "config.yaml")
+        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+        if ctx.hydra_cfg is not None:
+            OmegaConf.save(ctx.hydra_cfg, hydra_dir / "hydra.yaml")
+        if m.replica:
+            RD.write_json(m.run_dir / RD.IDENTITY, m.identity)
+        if not (m.run_dir / RD.DATA).exists():
+            from ..rundir.atomic import atomic_torch_save
+
+            atomic_torch_save(m.dataset.tensors(), m.run_dir / RD.DATA)
+
+
+def quiet_lightning() -> None:
+    """Lightning's banners (accelerator, tips, the srun hint) drown the run's own lines; its warnings stay."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
+    # a resumed run's loaders regenerate every step's batch from its step number (data.Minibatches)
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+
+
+def _trainer(cfg, run_dir: Path, callbacks: list, checkpoint: Optional[Tuple[Path, dict]] = None):
+    """The Lightning Trainer of a job; `checkpoint`: (path, the checkpoint the checks loaded), handed to
+    Lightning's restore instead of a second read of the file."""
+    import lightning as pl
+
+    from .callbacks import PreloadedCheckpointIO
+
+    quiet_lightning()
+    plugins = [PreloadedCheckpointIO(*checkpoint)] if checkpoint else []
+    if "SLURM_JOB_ID" in os.environ:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit owns signals and requeueing
+    return pl.Trainer(
+        max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator, devices=1, logger=False,
+        callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1,
+        precision="64-true" if cfg.model.dtype == "float64" else "32-true", default_root_dir=str(run_dir),
+        plugins=plugins or None, **OmegaConf.to_container(cfg.trainer.extra),
+    )
+
+
+def _table(path: Path, columns: List[str], start: int) -> RD.CSVWriter:
+    """A CSV of the run directory, with the rows of a resumed run's future steps dropped."""
+    writer = RD.CSVWriter(path, columns)
+    writer.start()
+    writer.truncate_from(start)
+    return writer
+
+
+def _network_and_module(check: JobCheck):
+    """The job's network (one, or its members stacked as replicas) and the LightningModule that steps it."""
+    from ..model.build import student_network
+    from ..model.replicas import ReplicatedResNet
+    from .module import COTFlowModule
+
+    cfg, members = check.cfg, check.members
+    torch.manual_seed(cfg.seed)
+    nets = [student_network(m.cfg, m.dataset.d_in, m.dataset.d_out) for m in members]
+    replicated = bool(cfg.sweep.replicas)
+    net = ReplicatedResNet(nets) if replicated else nets[0]
+    if cfg.model.activation == "relu":
+        log.warning("activation=relu lies outside the theory's regularity assumptions (see docs/math.md)")
+    dt = [m.cfg.optim.dt for m in members] if replicated else cfg.optim.dt
+    return net, COTFlowModule(net, dt, cfg.optim.parameterization, cfg.trainer.compile, cfg.optim.geometry,
+                              cfg.optim.depth_weight)
+
+
+def _diagnostics(check: JobCheck, ctx: JobContext, module, start: int, wandb_ids: List[str]):
+    """Per member: its loggers and the FlowDiagnostics callback that keeps its record."""
+    from ..config.replicas import replica_dirname
+    from ..record import FlowRecord
+    from .callbacks import Cadence, FlowDiagnostics
+    from .loggers import make_loggers
+
+    replicated = bool(check.cfg.sweep.replicas)
+    diags, all_loggers = [], []
+    for r, (m, wid) in enumerate(zip(check.members, wandb_ids)):
+        c = m.cfg
+        name = ctx.name + (f"/{replica_dirname(m.replica)}" if m.replica else "")
+        loggers = make_loggers(c, m.run_dir, wid, name, ctx.group, start, concurrent=replicated)
+        cadence = Cadence(c.trainer.log_every, c.callbacks.kernel_every, c.callbacks.ot_every,
+                          kernel_samples(c.callbacks, m.dataset.n_train, m.dataset.d_out), c.trainer.fail_on_divergence,
+                          full_batch_rows=c.optim.batch_size is not None,
+                          kernel_memory=c.callbacks.kernel_memory_mb * 2**20)
+        depths = _table(m.run_dir / RD.DEPTHS, RD.DEPTH_COLUMNS, start) if c.model.depth_kernel else None
+        diags.append(FlowDiagnostics(FlowRecord(c.trainer.converge_ratio), m.dataset.to(module.net.u.dtype), cadence,
+                                     loggers, _table(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS, start),
+                                     replica=r if replicated else None, depths=depths,
+                                     depth_weight=module.depth_lr_factor))
+        all_loggers.append(loggers)
+    return diags, all_loggers
+
+
+def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
+    """Train every member of the job and write its run directory; returns their summaries. Raises
+    resume.Interrupted after writing everything when a signal stopped training."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from ..data import stack_datasets
+    from . import threads
+    from .callbacks import Checkpointer, StopOnRequest
+    from .memory import keep_freed_memory
+    from .module import FlowDataModule
+    from .progress import progress_callback
+    from .resume import GracefulStop, Interrupted, set_rng_states
+
+    t0 = time.time()
+    cfg, members, plan = check.cfg, check.members, check.plan
+    keep_freed_memory()
+    n_threads = threads.configure(cfg.trainer.threads, members[0].dataset.n_train, cfg.model.M, cfg.model.d,
+                                  len(members))
+    prepare(check, ctx)
+    torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
+    net, module = _network_and_module(check)
+    info = check.checkpoint_info or {}
+    start = info.get("global_step", 0)
+    wandb_ids = info.get("wandb_ids") or [uuid.uuid4().hex[:12] for _ in members]
+    diags, all_loggers = _diagnostics(check, ctx, module, start, wandb_ids)
+    checkpointer = Checkpointer(check.run_dir / RD.CHECKPOINT, cfg.checkpoint_every,
+                                {"fingerprint": check.identity["fingerprint"], "identity": check.identity,
+                                 "wandb_ids": wandb_ids})
+    stop = StopOnRequest()
+    shown = [progress_callback(cfg.trainer.progress, [d.record for d in diags], cfg.trainer.max_steps)] \
+        if cfg.trainer.progress != "none" else []
+    trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, *diags, *shown],
+                       (plan.checkpoint, check.checkpoint) if plan.checkpoint is not None else None)
+    data = stack_datasets([m.dataset for m in members]) if cfg.sweep.replicas else members[0].dataset
+    dm = FlowDataModule(data.to(net.u.dtype), cfg.trainer.max_steps, cfg.optim.batch_size, cfg.seed, start=start)
+    if plan.checkpoint is not None:
+        log.info("resuming from %s at step %d", plan.checkpoint, start)
+        set_rng_states(info["rng"])
+    with GracefulStop(stop, checkpointer):
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(plan.checkpoint) if plan.checkpoint else None,
+                        weights_only=True)
+        except SIGTERMException:
+            stop.requested = stop.requested or 15
+    replica = (lambda r: r) if cfg.sweep.replicas else (lambda r: None)
+    summaries = [_finish(m, module.replica_net(replica(r)), diag, loggers, trainer.global_step, module.tau(replica(r)),
+                         stop.requested, t0, n_threads)
+                 for r, (m, diag, loggers) in enumerate(zip(members, diags, all_loggers))]
+    if stop.requested is not None:
+        raise Interrupted(stop.requested, summaries)
+    return summaries
+
+
+def versions() -> dict:
+    import platform
+
+    import hydra
+    import lightning
+    import torchdiffeq
+
+    from .. import __version__
+
+    return {"cotresnet": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+            "torchdiffeq": torchdiffeq.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
+
+
+def _finish(m, net, diag, loggers, global_step: int, tau: float, signum, t0: float, n_threads: int) -> dict:
+    """The final row, particles.pt and summary.json of one trained network; closes its loggers."""
+    from .loggers import finalize_loggers
+
+    rec = diag.record
+    rec.finish(global_step)
+    diag.final_row(net, tau, rec.steps)
+    if signum is not None and rec.status == "max_steps":
+        rec.status = "interrupted"
+    meta = {**net.meta(), "parameterization": m.cfg.optim.parameterization, "geometry": m.cfg.optim.geometry,
+            "depth_weight": m.cfg.optim.depth_weight, "fingerprint": m.identity["fingerprint"]}
+    RD.save_particles(m.run_dir / RD.PARTICLES, rec.init, net.particles(), meta)
+    summary = write_summary(m, {**rec.summary(tau), "wall_time_s": time.time() - t0, "threads": n_threads,
+                                "kernel_samples": diag.cadence.n_kernel})
+    finalize_loggers(loggers, m.cfg, summary)
+    return summary
+
+
+def write_summary(m, fields: dict) -> dict:
+    """summary.json of one member: `fields` (status first) and what identifies the run; returns it. The one
+    place a job writes its summary (RD.write_summary checks the schema)."""
+    summary = {**fields, "seed": m.cfg.seed, "versions": versions(), "run_dir": str(m.run_dir),
+               "fingerprint": m.identity["fingerprint"], "tags": list(m.cfg.tags)}
+    RD.write_summary(m.run_dir, summary)
+    return summary
+
+
+def record_failure(check: JobCheck, error: BaseException) -> None:
+    """A job that raised: traceback.txt and a `failed` summary.json in every member's directory."""
+    import traceback
+
+    from ..rundir.atomic import atomic_write_bytes
+
+    for m in check.members:
+        atomic_write_bytes(m.run_dir / RD.TRACEBACK, traceback.format_exc().encode())
+        write_summary(m, {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+
+
+def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
+    """Own the job's run directories (one lock each, for the job's life), decide again under the locks
+    (another job may have written there since the first check), then train, or report the run done
+    without touching a file. Returns (the plan's action, the members' summaries). A job that raises
+    leaves traceback.txt and a `failed` summary, and the exception propagates."""
+    from ..rundir.ownership import RunLock
+    from .checks import replan
+
+    dirs = dict.fromkeys([check.run_dir] + [m.run_dir for m in check.members])
+    locks = []
+    try:
+        for d in dirs:
+            locks.append(RunLock(d).acquire())
+        check = replan(check)
+        if check.plan.action == "done":
+            return "done", [RD.read_summary(m.run_dir) for m in check.members]
+        clear_outputs(check.plan.clear)  # the old train.log included, before this job's log opens
+        handler = _file_log(check.run_dir)
+        try:
+            if check.plan.reason:
+                log.info("%s: %s", check.plan.action, check.plan.reason)
+            threads_before = torch.get_num_threads()  # fit sets the job's own; the process keeps its own
+            try:
+                return check.plan.action, fit(check, ctx)
+            finally:
+                torch.set_num_threads(threads_before)
+        except Exception as e:
+            record_failure(check, e)
+            log.error("job failed: %s (traceback in %s)", e, check.run_dir)
+            raise
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _file_log(run_dir: Path) -> logging.Handler:
+    """train.log in the run directory: every log line of the job (Hydra's own file log is off, so a
+    rerun that finds the run done writes nothing)."""
+    handler = logging.FileHandler(run_dir / RD.LOG)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if logging.getLogger().level > logging.INFO or logging.getLogger().level == logging.NOTSET:
+        logging.getLogger().setLevel(logging.INFO)
+    return handler

@@ -1,0 +1,167 @@
+"""A sweep directory as one table: every job with its status, configuration, swept values and final
+metrics, and the counts a sweep line shows.
+
+A job is any directory below SWEEP_DIR holding `.hydra/config.yaml` (a vectorized job's replicas are
+its jobs). It works on a sweep still running: jobs without summary.json are `incomplete` (running or
+killed); a job whose files cannot be read is `corrupt`, with the file and the problem in `error`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List
+
+import pandas as pd
+import yaml
+
+from ..rundir import contract as RD
+
+# the summaries the figures draw by default, by preference (an experiment names its own: report.metrics)
+METRICS = ["log10_risk_ratio", "min_pl_ratio", "lambda_min_tangent_init", "risk_test", "path_over_radius"]
+
+
+def read_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise RD.RunDirError(f"{path}: not readable YAML ({e})") from e
+
+
+def job_dirs(sweep_dir: Path) -> List[Path]:
+    """Directories holding .hydra/config.yaml, except vectorized jobs' own (their replicas are the jobs)."""
+    dirs = {p.parent.parent for p in Path(sweep_dir).rglob(f"{RD.CONFIG_DIR}/{RD.CONFIG_YAML}")}
+    return sorted((d for d in dirs if not _is_replica_container(d)), key=_job_order)
+
+
+def _is_replica_container(job: Path) -> bool:
+    try:
+        cfg = read_yaml(RD.config_path(job)) or {}
+    except RD.RunDirError:
+        return False
+    return isinstance(cfg, dict) and bool((cfg.get("sweep") or {}).get("replicas"))
+
+
+def _job_order(p: Path):
+    head = p.name.split("_", 1)[0]
+    return (int(head), p.name) if head.isdigit() else (math.inf, p.name)
+
+
+def overrides(job: Path) -> Dict[str, str]:
+    """The job's command-line values (key -> value string), from .hydra/overrides.yaml."""
+    path = RD.config_path(job, RD.OVERRIDES_YAML)
+    items = read_yaml(path) if path.exists() else []
+    if not isinstance(items, list):
+        raise RD.RunDirError(f"{path}: a list of overrides was expected")
+    out = {}
+    for item in items:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        if "/" not in key and key not in ("experiment", "debug", "tags") and not key.startswith("hydra"):
+            out[key] = value
+    return out
+
+
+def parse_value(value: str):
+    """An override's value as a number when it is one (so axes sort numerically)."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _check_rows(job: Path, summary: dict) -> None:
+    """A finished job's metrics.csv ends with the final particles' row (step = steps taken)."""
+    steps = RD.read_table(job)["step"]
+    if steps.empty or steps.iloc[-1] != summary.get("steps"):
+        last = "no rows" if steps.empty else f"its last row is step {steps.iloc[-1]:g}"
+        raise RD.RunDirError(f"{job / RD.METRICS}: {last}, the run finished at step {summary.get('steps')} "
+                             "(truncated or replaced)")
+
+
+def job_row(job: Path, sweep_dir: Path) -> Dict[str, object]:
+    row: Dict[str, object] = {"job": str(job.relative_to(sweep_dir)), "path": str(job)}
+    try:
+        cfg = read_yaml(RD.config_path(job))
+        if not isinstance(cfg, dict):
+            raise RD.RunDirError(f"{RD.config_path(job)}: not a configuration mapping")
+        row.update({f"cfg.{k}": v for k, v in RD.flatten(cfg).items() if not isinstance(v, list)})
+        row.update({f"sweep.{k}": parse_value(v) for k, v in overrides(job).items()})
+        s = RD.read_summary(job)
+        if s is not None and s.get("status") in RD.FINISHED:
+            _check_rows(job, s)
+    except RD.RunDirError as e:
+        row["status"], row["error"] = "corrupt", str(e)
+        return row
+    if s is None:
+        row["status"] = "incomplete"  # running, or killed: only the absence of summary.json is known
+        return row
+    row["status"] = s["status"]
+    if s["status"] == "failed":
+        row["error"] = s.get("error")
+        return row
+    final = s["final"]
+    row.update({k: v for k, v in final.items() if k != "step"})
+    row.update({k: s.get(k) for k in ("steps", "risk_init", "min_pl_ratio", "wall_time_s", "diverged_at")})
+    cert = s.get("certificate") or {}
+    for key in ("kind", "c0", "certified_radius", "inside_certified_region", "guaranteed_factor", "observed_factor"):
+        row[f"certificate_{key}" if key == "kind" else key] = cert.get(key)
+    row["lambda_min_tangent_init"] = cert.get("lambda_min_tangent_init") if cert.get("resolved") else None
+    layers = (s.get("lambda_min_feature_layers") or {}).get("init") or []
+    row["lambda_min_feature_init"] = min(layers) if layers and None not in layers else None
+    ri, rf = s.get("risk_init"), final.get("risk_train")
+    if ri and rf is not None and ri > 0 and rf > 0:
+        row["log10_risk_ratio"] = math.log10(rf / ri)
+        row["reached_1e-3"] = rf <= 1e-3 * ri
+    return row
+
+
+def collect(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job: status, every config value (`cfg.` prefix), swept values (`sweep.`), final metrics."""
+    return pd.DataFrame([job_row(j, Path(sweep_dir)) for j in job_dirs(sweep_dir)])
+
+
+def swept_keys(sweep_dir: Path) -> List[str]:
+    """Config keys that take more than one value across the sweep's jobs, in the order they first appear."""
+    values: Dict[str, list] = {}
+    for j in job_dirs(sweep_dir):
+        try:
+            for k, v in overrides(j).items():
+                values.setdefault(k, [])
+                if v not in values[k]:
+                    values[k].append(v)
+        except RD.RunDirError:
+            continue
+    return [k for k, v in values.items() if len(v) > 1]
+
+
+def sweep_progress(sweep_dir: Path) -> Dict[str, int]:
+    """Counts for a sweep line: done (finished or diverged), failed (failed, corrupt), diverged, running
+    (a job holding its run directory's lock)."""
+    from ..rundir.ownership import lock_holder
+
+    df = collect(sweep_dir)
+    st = df["status"] if not df.empty else pd.Series([], dtype=object)
+    running = sum(1 for j in job_dirs(sweep_dir) if not (j / RD.SUMMARY).exists() and lock_holder(j) is not None)
+    return {"done": int(st.isin(RD.FINISHED + ("diverged", "interrupted")).sum()),
+            "failed": int(st.isin(("failed", "corrupt")).sum()), "diverged": int((st == "diverged").sum()),
+            "running": running}
+
+
+def count_statuses(sweep_dir: Path) -> str:
+    """One line: how many jobs, finished, diverged, failed (and others), naming the bad ones."""
+    df = collect(sweep_dir)
+    if df.empty:
+        return f"sweep {sweep_dir}: no jobs found"
+    st = df["status"]
+    line = (f"sweep {Path(sweep_dir).name}: {len(df)} jobs: {int(st.isin(RD.FINISHED).sum())} finished "
+            f"({int((st == 'converged').sum())} converged), {int((st == 'diverged').sum())} diverged, "
+            f"{int((st == 'failed').sum())} failed")
+    other = df[~st.isin(RD.FINISHED + ("diverged", "failed"))]
+    for status, group in other.groupby("status"):
+        line += f", {len(group)} {status}"
+    for label, statuses in (("failed", ("failed",)), ("corrupt", ("corrupt",)), ("incomplete", ("incomplete", "interrupted"))):
+        names = df[st.isin(statuses)]["job"].tolist()
+        if names:
+            line += f" [{label}: {', '.join(names)}]"
+    return line

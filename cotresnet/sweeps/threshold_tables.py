@@ -1,0 +1,66 @@
+"""A threshold search's tables in its sweep directory: the search's identity, every seed's outcome, every
+point's verdict and every combination's bracket with its threshold estimate. The search
+(threshold_search.py) writes them after every round; the report (cotresnet.report.threshold) reads them.
+Columns: threshold_search.py's module doc."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..rundir.atomic import atomic_write_bytes
+from .threshold import ThresholdSearch
+
+SEARCH, OUTCOMES = "threshold_search.json", "threshold_outcomes.csv"
+POINTS, BRACKETS = "threshold_points.csv", "threshold_brackets.csv"
+BOUNDARY, SCALING = "threshold_boundary.csv", "threshold_scaling.csv"
+
+
+def bracket_table(search: ThresholdSearch, level: float) -> pd.DataFrame:
+    """brackets() with the grid's jobs and each converged combination's threshold `estimate` in
+    [estimate_lo, estimate_hi]: the logistic fit's (logistic, logistic_lo, logistic_hi) where it is
+    identified with a finite interval, else the final bracket's midpoint in u and the bracket itself
+    (separable outcomes: every seed agrees at every point)."""
+    b = search.brackets().merge(search.versus_grid()[["combination", "grid_jobs"]], on="combination")
+    est = search.estimates(level).rename(columns={"threshold": "logistic", "lo": "logistic_lo", "hi": "logistic_hi"})
+    b = b.merge(est, on="combination", how="left") if len(est) else b.assign(
+        logistic=math.nan, logistic_lo=math.nan, logistic_hi=math.nan, slope=math.nan, separable=True, level=level)
+    fit = np.isfinite(b[["logistic", "logistic_lo", "logistic_hi"]].astype(float)).all(axis=1)
+    mid = np.sqrt(b.lo * b.hi) if search.config.log else (b.lo + b.hi) / 2
+    converged = b.status == "converged"
+    b["estimate"] = np.where(converged, np.where(fit, b.logistic, mid), math.nan)
+    b["estimate_lo"] = np.where(converged, np.where(fit, b.logistic_lo, b.lo), math.nan)
+    b["estimate_hi"] = np.where(converged, np.where(fit, b.logistic_hi, b.hi), math.nan)
+    return b
+
+
+def write_tables(sweep_dir: Path, search: ThresholdSearch, outcomes: pd.DataFrame, level: float) -> pd.DataFrame:
+    """The outcomes, points and brackets tables (threshold_search.py, module doc) into the
+    sweep directory, each written atomically; returns the brackets."""
+    def put(name, df):
+        atomic_write_bytes(Path(sweep_dir) / name, df.to_csv(index=False).encode())
+
+    norm = outcomes.assign(value=outcomes.value.map(search.config.norm))
+    jobs = norm.groupby(["combination", "value"]).job.agg(lambda j: " ".join(sorted(set(map(str, j))))).reset_index()
+    brackets = bracket_table(search, level)
+    put(OUTCOMES, outcomes)
+    order = {c: i for i, c in enumerate(search.config.combinations)}  # the command's order, not the labels'
+    points = search.points().merge(jobs, on=["combination", "value"], how="left").sort_values(
+        ["combination", "value"], key=lambda col: col.map(order) if col.name == "combination" else col)
+    put(POINTS, points)
+    put(BRACKETS, brackets)
+    return brackets
+
+
+def read_tables(sweep_dir: Path):
+    missing = [n for n in (SEARCH, BRACKETS, POINTS, OUTCOMES) if not (sweep_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{sweep_dir} holds no threshold search tables ({', '.join(missing)} missing)")
+    search = json.loads((sweep_dir / SEARCH).read_text())
+    tables = [pd.read_csv(sweep_dir / n, dtype={"combination": str}) for n in (BRACKETS, POINTS, OUTCOMES)]
+    return search, *tables
+
+

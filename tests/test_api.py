@@ -1,0 +1,72 @@
+"""The public API: every name resolves, the README's recipe runs as written, a run read back reproduces
+its logged numbers exactly, a sweep reads back as one table."""
+import re
+
+import pytest
+import torch
+
+import cotresnet
+from cotresnet.errors import ConfigError, RunDirError
+from helpers import ROOT, SMALL
+
+
+def test_every_public_name_resolves_and_nothing_else_does():
+    for name in cotresnet.__all__:
+        assert getattr(cotresnet, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cotresnet.nope  # noqa: B018
+    assert set(cotresnet.__all__) <= set(dir(cotresnet))
+
+
+def test_the_readme_python_recipe_runs_as_written(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Using cotresnet from Python"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # its own assert checks the logged final risk
+    assert namespace["run"].summary["status"] in ("max_steps", "converged")
+    assert namespace["w"].lower <= namespace["w"].upper and namespace["audit"]["final"]["risk_train"] > 0
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.dtype=float64"], ["optim.batch_size=8", "model.backprop=recompute"]])
+def test_load_run_rebuilds_both_networks_and_reproduces_the_logged_risks(tmp_path, overrides):
+    cfg = cotresnet.compose_config([*SMALL, "trainer.max_steps=9", "plots=[]", *overrides])
+    (summary,) = cotresnet.run_job(cfg, tmp_path / "run")
+    run = cotresnet.load_run(tmp_path / "run")
+    x, y = run.data.x_train, run.data.y_train
+    assert x.dtype == run.final.u.dtype == getattr(torch, cfg.model.dtype)
+    assert run.final.risk(x, y).item() == summary["final"]["risk_train"] == run.metrics["risk_train"].iloc[-1]
+    assert run.init.risk(x, y).item() == summary["risk_init"] == run.metrics["risk_train"].iloc[0]
+    assert run.config["model"]["L"] == 3 and run.summary == summary
+
+
+def test_run_job_returns_a_summary_per_replica_and_load_sweep_reads_them(tmp_path):
+    cfg = cotresnet.compose_config([*SMALL, "trainer.max_steps=4", "plots=[]", "sweep.replicas=['seed=1','seed=2']"])
+    summaries = cotresnet.run_job(cfg, tmp_path / "sweep" / "0_job")
+    assert [s["seed"] for s in summaries] == [1, 2]
+    table = cotresnet.load_sweep(tmp_path / "sweep")
+    assert sorted(table["cfg.seed"]) == [1, 2] and set(table["status"]) <= {"max_steps", "converged"}
+    for s in summaries:
+        run = cotresnet.load_run(s["run_dir"])
+        assert run.final.risk(run.data.x_train, run.data.y_train).item() == s["final"]["risk_train"]
+
+
+def test_a_job_leaves_the_process_thread_count_as_it_found_it(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cotresnet.run_job(cotresnet.compose_config([*SMALL, "trainer.max_steps=2", "plots=[]"]), tmp_path / "run")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_errors_of_the_api_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="model.L"):
+        cotresnet.compose_config(["model.L=abc"])
+    with pytest.raises(ConfigError, match="model.L=0"):
+        cotresnet.run_job(cotresnet.compose_config(["model.L=0"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(RunDirError, match="particles.pt: missing"):
+        cotresnet.load_run(tmp_path)

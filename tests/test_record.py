@@ -1,0 +1,117 @@
+"""The flow's record and clock without Lightning, and the numbers they give along real runs:
+the fidelity clock under both parameterizations, full-batch rows under minibatch SGD."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from cotresnet.data import Minibatches
+from cotresnet.diagnostics.measures import kernel_diagnostics
+from cotresnet.job.checks import check_config
+from cotresnet.model.build import student_network
+from cotresnet.record import FlowRecord, flow_time_step, learning_rate
+from helpers import data, make_net, train_small
+
+
+def test_record_accumulates_the_fidelity_integral_and_the_path():
+    rec = FlowRecord(converge_ratio=0.0)
+    risks, Gs, tau = [1.0, 0.8, 0.7], [0.5, 0.4, 0.2], 0.1
+    for k, (r, G) in enumerate(zip(risks, Gs)):
+        row = rec.step(k, r, G, tau, step_length=0.01)
+        integral = sum(tau * g / q for g, q in zip(Gs[:k], risks[:k]))
+        assert row["risk_predicted"] == pytest.approx(1.0 * math.exp(-integral))
+        assert row["path_length"] == pytest.approx(0.01 * k) and row["flow_time"] == pytest.approx(k * tau)
+    assert rec.min_pl_ratio == pytest.approx(0.2 / 0.7)
+    rec.final(3, 0.6, 0.1, tau)  # the final particles' row counts too
+    assert rec.min_pl_ratio == pytest.approx(0.1 / 0.6)
+    rec.finish(3)
+    s = rec.summary(tau)
+    assert s["status"] == "max_steps" and s["steps"] == 3 and s["flow_time"] == pytest.approx(0.3)
+
+
+def test_divergence_at_step_0_and_convergence_are_recorded():
+    rec = FlowRecord()
+    assert rec.step(0, math.inf, 1.0, 0.1, 0.0) is None
+    assert rec.status == "diverged" and rec.steps == 0 and rec.done
+    s = rec.summary(0.1)
+    assert s["final"] == {} and s["risk_init"] is None and s["diverged_at"] == 0
+    rec = FlowRecord(converge_ratio=0.5)
+    rec.step(0, 1.0, 1.0, 0.1, 0.0)
+    rec.step(1, 0.4, 1.0, 0.1, 0.0)
+    assert rec.status == "converged" and rec.steps == 2
+
+
+def test_certificate_is_set_once_and_its_region_is_checked():
+    net = make_net(L=3, M=8)
+    x, y = data(N=6)
+    rec = FlowRecord()
+    kd = kernel_diagnostics(net, x, y)
+    out = rec.kernels(kd, n_train=6)
+    c = rec.certificate
+    assert c.kind == "full" and c.c0 == pytest.approx(kd.lambda_min.value / 6) and out["lambda_ratio"] == 1.0
+    with torch.no_grad():
+        net.u.mul_(0.1)  # a much smaller kernel: lambda_min falls below half its initial value
+    out = rec.kernels(kernel_diagnostics(net, x, y), n_train=6)
+    assert out["lambda_ratio"] < 0.5 and not c.inside and rec.certificate is c
+    probe = FlowRecord()
+    probe.kernels(kd, n_train=60)
+    assert probe.certificate.kind == "probe"
+    rec2 = FlowRecord()
+    rec2.kernels(kd, 6)
+    row = rec2.log_row({"path_length": 2 * rec2.certificate.radius})
+    assert row["path_over_radius"] == pytest.approx(2.0) and not rec2.certificate.inside
+
+
+def test_record_state_round_trips_and_reopens_only_an_unsatisfied_convergence():
+    rec = FlowRecord(converge_ratio=0.5)
+    rec.step(0, 1.0, 1.0, 0.1, 0.0)
+    rec.step(1, 0.4, 1.0, 0.1, 0.0)
+    again = FlowRecord()
+    again.load_state_dict(rec.state_dict())
+    assert again.state_dict() == rec.state_dict()
+    again.reopen(0.5)
+    assert again.status == "converged"
+    again.reopen(0.1)
+    assert again.status == "running" and again.stopped_at is None and again.converge_ratio == 0.1
+
+
+def test_clock_of_both_parameterizations():
+    assert flow_time_step(0.1, 4, 8, "mean_field") == 0.1
+    assert flow_time_step(0.1, 4, 8, "standard") == pytest.approx(0.1 / 32)
+    for p in ("mean_field", "standard"):  # one step covers lr / (L M) of flow time
+        assert flow_time_step(0.3, 5, 7, p) == pytest.approx(learning_rate(0.3, 5, 7, p) / 35)
+
+
+def test_standard_parameterization_prediction_matches_its_risk(tmp_path):
+    # at L M = 24 a standard step covers dt / 24 of flow time: the prediction must use that clock
+    summary, run = train_small(tmp_path, "optim.parameterization=standard", "optim.dt=2.0", "model.dtype=float64",
+                               "trainer.max_steps=300", "trainer.log_every=10", "callbacks.kernel_every=0",
+                               "callbacks.ot_every=0", "trainer.converge_ratio=0")
+    m = pd.read_csv(run / "metrics.csv")
+    assert m["risk_train"].iloc[-1] < 0.7 * m["risk_train"].iloc[0]  # the risk moved
+    rel = ((m["risk_predicted"] - m["risk_train"]) / m["risk_train"]).abs()
+    assert rel.max() < 0.02, rel.max()
+    assert (m["flow_time"] - m["step"] * 2.0 / 24).abs().max() < 1e-12
+    assert summary["flow_time"] == pytest.approx(300 * 2.0 / 24)
+
+
+def test_minibatch_rows_are_full_batch_quantities(tmp_path, small):
+    args = ["optim.batch_size=5", "model.dtype=float64", "trainer.max_steps=30", "trainer.log_every=3",
+            "callbacks.kernel_every=0", "callbacks.ot_every=0", "trainer.converge_ratio=0", "optim.dt=0.05"]
+    summary, run = train_small(tmp_path, *args)
+    cfg = small(*args)
+    ds = check_config(cfg)
+    net = student_network(cfg, ds.d_in, ds.d_out).detached(backprop="autograd")
+    opt = torch.optim.SGD(net.parameters(), lr=learning_rate(0.05, 3, 8, "mean_field"))
+    full = []
+    for x, y in Minibatches(ds.x_train, ds.y_train, 5, 30, cfg.seed):
+        full.append(net.risk(ds.x_train, ds.y_train).item())
+        opt.zero_grad()
+        net.risk(x, y).backward()
+        opt.step()
+    m = pd.read_csv(run / "metrics.csv")
+    for step, risk in zip(m["step"][:-1], m["risk_train"][:-1]):
+        assert risk == pytest.approx(full[step], rel=1e-12), step
+    assert summary["risk_init"] == pytest.approx(full[0], rel=1e-12)
+    assert m["risk_train"].iloc[-1] == pytest.approx(net.risk(ds.x_train, ds.y_train).item(), rel=1e-12)
