@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cotresnet.data import Dataset, stack_datasets  # noqa: E402
-from cotresnet.job.callbacks import Cadence, FlowDiagnostics  # noqa: E402
+from cotresnet.job.flow_callback import Cadence, FlowDiagnostics, MemberOutputs  # noqa: E402
 from cotresnet.job.memory import saved_tensor_bytes  # noqa: E402
 from cotresnet.job.module import COTFlowModule, FlowDataModule  # noqa: E402
 from cotresnet.model.layered import MeanFieldResNet  # noqa: E402
@@ -253,7 +253,8 @@ def diagnostics_rows(row, args, device) -> None:
         net = student_network(cfg, data.d_in, data.d_out).to(device)
         cadence = Cadence(cfg.trainer.log_every, cfg.callbacks.kernel_every, cfg.callbacks.ot_every,
                           kernel_samples(cfg.callbacks, data.n_train, data.d_out))
-        cbs = [FlowDiagnostics(FlowRecord(), data.to(torch.float32), cadence, [])] if with_diag else []
+        member = MemberOutputs(data.to(torch.float32), [])
+        cbs = [FlowDiagnostics(FlowRecord(), member.data, [member], cadence)] if with_diag else []
         return fit(net, data.to(torch.float32), cfg.trainer.max_steps - 5, device, cbs)[1:]
 
     # wall time on a shared 2-core machine drifts by +-15 % between runs; CPU time much less

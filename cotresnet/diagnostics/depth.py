@@ -89,3 +89,19 @@ def depth_row(s: Tensor, L: int) -> Dict[str, float]:
     gap, the effective number of layers."""
     return {"depth_w2_uniform": depth_w2_to_uniform(s).sqrt().item(), "depth_max_gap": depth_max_gap(s).item(),
             "depth_effective_layers": depth_effective_layers(s, L).item()}
+
+
+def joint_distances(now: Dict[str, Tensor], init: Dict[str, Tensor], kappa: float = 1.0) -> Dict[str, Optional[float]]:
+    """W_2 between the depth-mobile particles at t and at 0 as clouds of (sqrt(kappa) s_j, theta_j) in
+    R^{2d+2}: the metric of the Wasserstein flow, which moves depths too (W_COT compares theta layer by layer
+    and ignores the depths; the path length of a run whose depths move includes them). Exact by assignment up
+    to transport.EXACT_MAX_M particles, a certified bracket refined to measures.DISTANCE_TARGET above."""
+    from .measures import DISTANCE_TARGET
+    from .transport import w2_bracket
+
+    a, b = (torch.cat([kappa**0.5 * x["s"].reshape(-1, 1), x["u"].reshape(-1, x["u"].shape[-1]),
+                       x["w"].reshape(-1, x["w"].shape[-1]), x["b"].reshape(-1, 1)], 1) for x in (now, init))
+    br = w2_bracket(a, b, target=DISTANCE_TARGET)
+    lower, upper = max(br.lower2, 0.0) ** 0.5, br.upper2**0.5
+    return {"w2_dist_init": upper if br.exact else None, "w2_dist_init_lower": lower, "w2_dist_init_upper": upper}
+

@@ -206,10 +206,12 @@ def _r_factor(net: MeanFieldResNet, X: Tensor, l: int, memory_budget: int) -> Te
 
 def singular_value_eigenvalue(F: Tensor, M: int, width: Optional[int] = None) -> Eigenvalue:
     """lambda_min(F F^T / M) for F: (n, width), n <= width (or its R factor, with `width` given), as
-    sigma_min(F)^2 / M with its SVD resolution (max(n, width) eps sigma_max)^2 / M."""
+    sigma_min(F)^2 / M: with ds = max(n, width) eps sigma_max (spectra.Eigenvalue), resolution ds^2 / M,
+    accuracy (2 sigma_min ds + ds^2) / M and lower bound max(sigma_min - ds, 0)^2 / M."""
     s = torch.linalg.svdvals(F.double())
-    floor = max(F.shape[0], width or F.shape[1]) * EPS64 * float(s[0])
-    return Eigenvalue(float(s[-1]) ** 2 / M, floor**2 / M)
+    ds = max(F.shape[0], width or F.shape[1]) * EPS64 * float(s[0])
+    sigma = float(s[-1])
+    return Eigenvalue(sigma**2 / M, ds**2 / M, (2 * sigma * ds + ds**2) / M, max(sigma - ds, 0.0) ** 2 / M)
 
 
 def feature_eigenvalue(net: MeanFieldResNet, X: Tensor, l: int, gram: Tensor, memory_budget: int = MEMORY_BUDGET,

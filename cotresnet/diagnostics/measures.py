@@ -75,10 +75,13 @@ class KernelDiagnostics:
             "residual_top_share": self.spectrum.top_share,
         }
         if feats:  # layers have feature kernels; depth-mobile particles do not
-            row.update({"lambda_min_feature": None if unresolved else min(feats),
+            smallest = min(self.feature, key=lambda e: e.value)
+            row.update({"lambda_min_feature": None if unresolved else smallest.value,
                         "lambda_min_feature_mean": sum(v or 0.0 for v in feats) / len(feats),
                         "lambda_min_feature_resolution": max(e.resolution for e in self.feature),
-                        "feature_layers_unresolved": unresolved})
+                        "feature_layers_unresolved": unresolved,
+                        "lambda_min_feature_accuracy": None if unresolved else smallest.error,
+                        "lambda_min_feature_lower": min(e.lower for e in self.feature)})
         row.update(self.u_bound or {})
         return row
 
@@ -150,14 +153,15 @@ DISTANCE_TARGET = 1e-3
 
 
 def distances(now: Particles, init: Particles, exact_max_m: int = T.EXACT_MAX_M, budget: int = T.DEFAULT_BUDGET,
-              target: float = DISTANCE_TARGET) -> Dict[str, Optional[float]]:
+              target: float = DISTANCE_TARGET, exact_fallback_m: int = T.EXACT_FALLBACK_M) -> Dict[str, Optional[float]]:
     """W_COT(mu_t, mu_0) certified (metrics.csv columns): exact (one assignment per layer) while
     M <= exact_max_m (EXACT_MAX_M = 1024: <= 0.2 s a layer); above, the bracket of
     transport.cot_distance_bracket refined, cheapest step first and widest layer first, until its relative
     width is <= `target` or each layer has spent `budget` auction phases. Its lower end is >= the
     layer-mean bound, its upper end <= the identity coupling (both are among its steps).
     `cot_dist_init` is the exact value, None when only bracketed; rel_width = (upper - lower) / upper."""
-    br = T.cot_distance_bracket(now, init, exact_max_m=exact_max_m, budget=budget, target=target)
+    br = T.cot_distance_bracket(now, init, exact_max_m=exact_max_m, budget=budget, target=target,
+                                exact_fallback_m=exact_fallback_m)
     return {"cot_dist_init": br.exact, "cot_dist_init_lower": br.lower, "cot_dist_init_upper": br.upper,
             "cot_dist_init_rel_width": br.relative_width}
 
@@ -165,6 +169,30 @@ def distances(now: Particles, init: Particles, exact_max_m: int = T.EXACT_MAX_M,
 def accuracy(pred: Tensor, y: Tensor) -> float:
     """One-hot classification accuracy."""
     return (pred.argmax(1) == y.argmax(1)).double().mean().item()
+
+
+def evaluate_members(net, data, members: List[int]) -> Dict[int, Dict[str, float]]:
+    """Test risk (and accuracies, for one-hot targets) of the members of a job, no gradient: one forward pass
+    for all replicas of a ReplicatedResNet on its stacked data (x_*: (R, N, d_in)), or of one network."""
+    stacked = data.x_test.dim() == 3
+    out = {r: {} for r in members}
+    splits = [("test", data.x_test, data.y_test)] + ([("train", data.x_train, data.y_train)] if data.classification
+                                                     else [])
+    with torch.no_grad():
+        for prefix, x, y in splits:
+            if x.shape[-2] == 0:
+                continue
+            pred = net(x.to(net.u.device, net.u.dtype))
+            y = y.to(pred)
+            risks = (0.5 * (pred - y).pow(2).sum(-1).mean(-1)).reshape(-1).tolist()
+            hits = (pred.argmax(-1) == y.argmax(-1)).double().mean(-1).reshape(-1).tolist()
+            for r in members:
+                i = r if stacked else 0
+                if prefix == "test":
+                    out[r]["risk_test"] = risks[i]
+                if data.classification:
+                    out[r][f"accuracy_{prefix}"] = hits[i]
+    return out
 
 
 def evaluate(net: MeanFieldResNet, x: Tensor, y: Tensor, classification: bool, prefix: str) -> Dict[str, float]:

@@ -43,16 +43,27 @@ QUADRATURE_STEPS = 128
 
 @dataclass(frozen=True)
 class Eigenvalue:
-    """A computed eigenvalue of a positive semi-definite kernel and its resolution.
+    """A computed eigenvalue of a positive semi-definite kernel: its value, its resolution (the detection
+    floor: below it the value cannot be told from 0), its accuracy (a bound on |value - exact|) and a proven
+    lower bound of the exact eigenvalue.
 
-    Gram form (eigvalsh of K: (n, n)): |computed - exact| <~ n eps ||K||_2. From singular values of a
-    factor F (K = F F^T / M): sigma is known to about max(n, M) eps sigma_max, so lambda = sigma^2 / M is
-    resolved down to (max(n, M) eps sigma_max)^2 / M. Shift-invert: rho + 2 n eps ||K||_2 (module doc).
+    Gram form (eigvalsh of K: (n, n)): |computed - exact| <= n eps ||K||_2, which is both the resolution and
+    the accuracy. Shift-invert: rho + 2 n eps ||K||_2 (module doc), likewise. From the singular values of a
+    factor F (K = F F^T / M, F: (n, m)): sigma_min is known to ds = max(n, m) eps sigma_max (backward-stable
+    SVD, Weyl), so lambda = sigma_min^2 / M has resolution ds^2 / M, accuracy (2 sigma_min ds + ds^2) / M
+    (much more than its resolution when sigma_min >> ds) and lower bound max(sigma_min - ds, 0)^2 / M.
     An exact structural zero (rank) has resolution 0.
     """
 
     value: float
     resolution: float
+    accuracy: Optional[float] = None  # None: the resolution
+    lower_bound: Optional[float] = None  # None: max(value - accuracy, 0)
+
+    @property
+    def error(self) -> float:
+        """A bound on |value - exact eigenvalue|."""
+        return self.resolution if self.accuracy is None else self.accuracy
 
     @property
     def resolved(self) -> bool:
@@ -66,7 +77,7 @@ class Eigenvalue:
     @property
     def lower(self) -> float:
         """A rigorous lower bound of the exact eigenvalue (>= 0 for a PSD kernel)."""
-        return max(self.value - self.resolution, 0.0)
+        return max(self.value - self.error, 0.0) if self.lower_bound is None else self.lower_bound
 
 
 def gram_eigenvalue(lam_min: float, lam_max: float, n: int) -> Eigenvalue:

@@ -11,6 +11,7 @@ from typing import List, Optional
 from ..config.derived import kernel_samples
 from ..config.validate import validate, validate_against_data
 from ..errors import ConfigError
+from ..rundir.contract import CHECKPOINT_FORMAT
 
 
 def check_device(cfg) -> None:
@@ -192,6 +193,10 @@ def inspect_checkpoint(path: Path, cfg, ident: dict) -> dict:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("cotresnet"), dict) or "state_dict" not in ckpt:
         raise ConfigError(f"{where} is not a cotresnet checkpoint (no 'cotresnet' / 'state_dict' entry)")
     info = ckpt["cotresnet"]
+    if info.get("format", 1) != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{where} was written by another version of cotresnet (checkpoint format "
+                          f"{info.get('format', 1)}; this one reads {CHECKPOINT_FORMAT}); set resume=never to start "
+                          "the run again")
     if info.get("fingerprint") != ident["fingerprint"]:
         from ..rundir.ownership import differences
 

@@ -111,30 +111,29 @@ def _network_and_module(check: JobCheck):
                               cfg.optim.depth_weight)
 
 
-def _diagnostics(check: JobCheck, ctx: JobContext, module, start: int, wandb_ids: List[str]):
-    """Per member: its loggers and the FlowDiagnostics callback that keeps its record."""
+def _diagnostics(check: JobCheck, ctx: JobContext, module, data, start: int, wandb_ids: List[str]):
+    """The FlowDiagnostics callback that keeps the job's record, and each member's loggers and tables."""
     from ..config.replicas import replica_dirname
     from ..record import FlowRecord
-    from .callbacks import Cadence, FlowDiagnostics
+    from .flow_callback import Cadence, FlowDiagnostics, MemberOutputs
     from .loggers import make_loggers
 
-    replicated = bool(check.cfg.sweep.replicas)
-    diags, all_loggers = [], []
-    for r, (m, wid) in enumerate(zip(check.members, wandb_ids)):
-        c = m.cfg
+    cfg, first = check.cfg, check.members[0]
+    outputs = []
+    for m, wid in zip(check.members, wandb_ids):
         name = ctx.name + (f"/{replica_dirname(m.replica)}" if m.replica else "")
-        loggers = make_loggers(c, m.run_dir, wid, name, ctx.group, start, concurrent=replicated)
-        cadence = Cadence(c.trainer.log_every, c.callbacks.kernel_every, c.callbacks.ot_every,
-                          kernel_samples(c.callbacks, m.dataset.n_train, m.dataset.d_out), c.trainer.fail_on_divergence,
-                          full_batch_rows=c.optim.batch_size is not None,
-                          kernel_memory=c.callbacks.kernel_memory_mb * 2**20)
-        depths = _table(m.run_dir / RD.DEPTHS, RD.DEPTH_COLUMNS, start) if c.model.depth_kernel else None
-        diags.append(FlowDiagnostics(FlowRecord(c.trainer.converge_ratio), m.dataset.to(module.net.u.dtype), cadence,
-                                     loggers, _table(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS, start),
-                                     replica=r if replicated else None, depths=depths,
-                                     depth_weight=module.depth_lr_factor))
-        all_loggers.append(loggers)
-    return diags, all_loggers
+        loggers = make_loggers(m.cfg, m.run_dir, wid, name, ctx.group, start, concurrent=bool(cfg.sweep.replicas))
+        depths = _table(m.run_dir / RD.DEPTHS, RD.DEPTH_COLUMNS, start) if cfg.model.depth_kernel else None
+        outputs.append(MemberOutputs(m.dataset.to(module.net.u.dtype), loggers,
+                                     _table(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS, start), depths,
+                                     cfg.model.activation))
+    cadence = Cadence(cfg.trainer.log_every, cfg.callbacks.kernel_every, cfg.callbacks.ot_every,
+                      kernel_samples(cfg.callbacks, first.dataset.n_train, first.dataset.d_out),
+                      cfg.trainer.fail_on_divergence, full_batch_rows=cfg.optim.batch_size is not None,
+                      kernel_memory=cfg.callbacks.kernel_memory_mb * 2**20)
+    record = FlowRecord([m.cfg.trainer.converge_ratio for m in check.members], len(check.members),
+                        depth=cfg.model.depth_kernel is not None)
+    return FlowDiagnostics(record, data, outputs, cadence, module.depth_lr_factor)
 
 
 def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
@@ -161,17 +160,17 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
     info = check.checkpoint_info or {}
     start = info.get("global_step", 0)
     wandb_ids = info.get("wandb_ids") or [uuid.uuid4().hex[:12] for _ in members]
-    diags, all_loggers = _diagnostics(check, ctx, module, start, wandb_ids)
+    data = (stack_datasets([m.dataset for m in members]) if cfg.sweep.replicas else members[0].dataset).to(net.u.dtype)
+    diag = _diagnostics(check, ctx, module, data, start, wandb_ids)
     checkpointer = Checkpointer(check.run_dir / RD.CHECKPOINT, cfg.checkpoint_every,
                                 {"fingerprint": check.identity["fingerprint"], "identity": check.identity,
                                  "wandb_ids": wandb_ids})
     stop = StopOnRequest()
-    shown = [progress_callback(cfg.trainer.progress, [d.record for d in diags], cfg.trainer.max_steps)] \
+    shown = [progress_callback(cfg.trainer.progress, diag.record, cfg.trainer.max_steps)] \
         if cfg.trainer.progress != "none" else []
-    trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, *diags, *shown],
+    trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, diag, *shown],
                        (plan.checkpoint, check.checkpoint) if plan.checkpoint is not None else None)
-    data = stack_datasets([m.dataset for m in members]) if cfg.sweep.replicas else members[0].dataset
-    dm = FlowDataModule(data.to(net.u.dtype), cfg.trainer.max_steps, cfg.optim.batch_size, cfg.seed, start=start)
+    dm = FlowDataModule(data, cfg.trainer.max_steps, cfg.optim.batch_size, cfg.seed, start=start)
     if plan.checkpoint is not None:
         log.info("resuming from %s at step %d", plan.checkpoint, start)
         set_rng_states(info["rng"])
@@ -181,10 +180,9 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
                         weights_only=True)
         except SIGTERMException:
             stop.requested = stop.requested or 15
-    replica = (lambda r: r) if cfg.sweep.replicas else (lambda r: None)
-    summaries = [_finish(m, module.replica_net(replica(r)), diag, loggers, trainer.global_step, module.tau(replica(r)),
-                         stop.requested, t0, n_threads)
-                 for r, (m, diag, loggers) in enumerate(zip(members, diags, all_loggers))]
+    diag.record.finish(trainer.global_step, interrupted=stop.requested is not None)
+    diag.final_rows(module)
+    summaries = [_finish(m, r, module, diag, t0, n_threads) for r, m in enumerate(members)]
     if stop.requested is not None:
         raise Interrupted(stop.requested, summaries)
     return summaries
@@ -203,21 +201,18 @@ def versions() -> dict:
             "torchdiffeq": torchdiffeq.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
 
 
-def _finish(m, net, diag, loggers, global_step: int, tau: float, signum, t0: float, n_threads: int) -> dict:
-    """The final row, particles.pt and summary.json of one trained network; closes its loggers."""
+def _finish(m, r: int, module, diag, t0: float, n_threads: int) -> dict:
+    """particles.pt and summary.json of member r (its final row is logged); closes its loggers."""
     from .loggers import finalize_loggers
 
-    rec = diag.record
-    rec.finish(global_step)
-    diag.final_row(net, tau, rec.steps)
-    if signum is not None and rec.status == "max_steps":
-        rec.status = "interrupted"
+    rec, net, tau = diag.record, module.member_net(r), module.tau(r)
     meta = {**net.meta(), "parameterization": m.cfg.optim.parameterization, "geometry": m.cfg.optim.geometry,
-            "depth_weight": m.cfg.optim.depth_weight, "fingerprint": m.identity["fingerprint"]}
-    RD.save_particles(m.run_dir / RD.PARTICLES, rec.init, net.particles(), meta)
-    summary = write_summary(m, {**rec.summary(tau), "wall_time_s": time.time() - t0, "threads": n_threads,
+            "depth_weight": m.cfg.optim.depth_weight, "fingerprint": m.identity["fingerprint"],
+            "step": rec.steps(r)}
+    RD.save_particles(m.run_dir / RD.PARTICLES, rec.members[r].init, net.particles(), meta)
+    summary = write_summary(m, {**rec.summary(r, tau), "wall_time_s": time.time() - t0, "threads": n_threads,
                                 "kernel_samples": diag.cadence.n_kernel})
-    finalize_loggers(loggers, m.cfg, summary)
+    finalize_loggers(diag.outputs[r].loggers, m.cfg, summary)
     return summary
 
 

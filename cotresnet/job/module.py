@@ -2,7 +2,7 @@
 the data module hands out the full batch or seeded minibatches."""
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import lightning as pl
 import torch
@@ -11,19 +11,6 @@ from ..data import Dataset, Minibatches, RepeatBatch
 from ..model.layered import MeanFieldResNet
 from ..model.replicas import ReplicatedResNet
 from ..record import flow_time_step, learning_rate
-
-
-class ReplicaView(NamedTuple):
-    """What the callbacks read of one (replica of a) network: `net` (detached for a replica), the
-    risk of the step's particles, the Euclidean gradient of that risk, the flow time of the step
-    (tau = lr / (L M)) and the learning rate."""
-
-    net: MeanFieldResNet
-    risk: torch.Tensor
-    grads: List[torch.Tensor]
-    tau: float
-    lr: float
-    depth_step: Optional[float] = None  # depth-mobile particles under the Wasserstein flow: sqrt(mean |delta s|^2)
 
 
 class COTFlowModule(pl.LightningModule):
@@ -62,9 +49,9 @@ class COTFlowModule(pl.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    def tau(self, replica: Optional[int] = None) -> float:
-        """The flow time of one step of this network (replica)."""
-        return flow_time_step(self.dts[replica or 0], self.net.L, self.net.M, self.parameterization)
+    def tau(self, r: int = 0) -> float:
+        """The flow time of one step of member r."""
+        return flow_time_step(self.dts[r], self.net.L, self.net.M, self.parameterization)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -76,33 +63,53 @@ class COTFlowModule(pl.LightningModule):
         self.last_risk = risks.detach().clone()
         return (self.loss_weights * risks).sum() if self.replicated else risks
 
-    def replica_net(self, replica: Optional[int] = None) -> MeanFieldResNet:
-        """The network, or replica r of a ReplicatedResNet (sharing storage, detached)."""
-        return self.net if replica is None else self.net.replica(replica)
+    def member_net(self, r: int) -> MeanFieldResNet:
+        """Member r's network: the network itself, or replica r of a ReplicatedResNet (sharing storage,
+        detached)."""
+        return self.net.replica(r) if self.replicated else self.net
 
     def theta(self) -> List[torch.nn.Parameter]:
         return [self.net.u, self.net.w, self.net.b]
 
-    def view(self, replica: Optional[int] = None) -> ReplicaView:
-        """The current step's risk and gradient (valid between backward and the optimizer step); a moving
-        depth's gradient enters as sqrt(kappa) dL/ds, so that G = L M sum |grad|^2 is the flow's metric norm."""
-        if replica is None:
-            grads, depth_step = [p.grad for p in self.theta()], None
-            if self.depth_lr_factor is not None:
-                grads.append(self.net.s.grad * self.depth_lr_factor**0.5)
-                depth_step = self.lr * self.depth_lr_factor * self.net.s.grad.pow(2).mean().sqrt().item()
-            return ReplicaView(self.net, self.last_risk, grads, self.tau(), self.lr, depth_step)
-        c = self.loss_weights[replica].item()
-        return ReplicaView(self.net.replica(replica), self.last_risk[replica],
-                           [p.grad[replica] / c for p in self.net.parameters()], self.tau(replica), self.lr * c)
+    @property
+    def members(self) -> int:
+        """R: the replicas stepped together, or 1."""
+        return self.net.R if self.replicated else 1
 
-    def zero_replica_grads(self, replica: Optional[int] = None) -> None:
-        """Make this step a no-op for one replica (a diverged or converged one), or for the network."""
+    def member_tensors(self, grads: bool) -> List[torch.Tensor]:
+        """The particles (or the current step's risk gradients, valid between backward and the optimizer step)
+        with a leading member dim: (R, L, M, d), (R, L, M, d), (R, L, M)[, (R, L, M) depths]. A replica's
+        gradient is that of its own risk (the loss weights divided out); a moving depth's gradient enters as
+        sqrt(kappa) dL/ds, so that G = L M sum |grad|^2 is the flow's metric norm."""
+        params = self.theta() + ([self.net.s] if self.depth_lr_factor is not None else [])
+        out = [p.grad if grads else p.detach() for p in params]
+        if not self.replicated:
+            out = [t.unsqueeze(0) for t in out]
+        elif grads:
+            out = [g / self.loss_weights.view(-1, *[1] * (g.dim() - 1)) for g in out]
+        if grads and self.depth_lr_factor is not None:
+            out[3] = out[3] * self.depth_lr_factor**0.5
+        return out
+
+    def member_lrs(self) -> torch.Tensor:
+        """(R,): each member's learning rate (a replica's own dt)."""
+        return self.lr * self.loss_weights.double()
+
+    def depth_steps(self) -> Optional[torch.Tensor]:
+        """(1,): the rms depth move sqrt(mean |delta s|^2) of this step (depths moving), else None."""
+        if self.depth_lr_factor is None:
+            return None
+        return (self.lr * self.depth_lr_factor * self.net.s.grad.pow(2).mean().sqrt()).reshape(1)
+
+    def zero_member_grads(self, stop: torch.Tensor) -> None:
+        """Make this step a no-op for the members in the (R,) bool mask `stop` (converged or diverged)."""
         for p in self.net.parameters():
-            if replica is None:
-                p.grad = torch.zeros_like(p) if p.requires_grad else None
-            else:
-                p.grad[replica].zero_()
+            if p.grad is None:
+                continue
+            if self.replicated:
+                p.grad.mul_((~stop).to(p.grad.device, p.grad.dtype).view(-1, *[1] * (p.grad.dim() - 1)))
+            elif bool(stop[0]):
+                p.grad.zero_()
 
     def configure_optimizers(self):
         groups = [{"params": self.theta(), "lr": self.lr}]

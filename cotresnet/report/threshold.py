@@ -34,9 +34,9 @@ def _x_values(brackets: pd.DataFrame, keys: List[str]) -> Optional[pd.Series]:
 
 
 def scaling_fit(boundary: pd.DataFrame, level: float) -> Optional[dict]:
-    """power_law_fit of estimate against x over the converged rows (module doc), or None."""
-    ok = boundary[(boundary.status == "converged") & np.isfinite(boundary.estimate)
-                  & (boundary.estimate_hi > boundary.estimate_lo)]
+    """power_law_fit of estimate against x over the resolved rows (an estimate inside its final bracket, with
+    a finite interval: threshold_tables.bracket_table), or None when fewer than 3 are."""
+    ok = boundary[boundary.resolved.astype(bool) & (boundary.estimate_hi > boundary.estimate_lo)]
     if "x" not in boundary or len(ok) < 3:
         return None
     fit = power_law_fit(ok.x, ok.estimate, intervals=ok[["estimate_lo", "estimate_hi"]], level=level)
@@ -50,7 +50,8 @@ def threshold_report(sweep_dir, out_dir) -> dict:
     sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
     search, brackets, points, outcomes = read_tables(sweep_dir)
     settings, key = search["settings"], search["key"]
-    cols = ["combination", "status", "lo", "hi", "estimate", "estimate_lo", "estimate_hi", "rounds", "jobs", "grid_jobs"]
+    cols = ["combination", "status", "lo", "hi", "estimate", "estimate_lo", "estimate_hi", "resolved", "rounds", "jobs",
+            "grid_jobs", "note"]
     boundary = brackets[cols].copy()
     x = _x_values(brackets, search["combination_keys"])
     if x is not None:
@@ -59,12 +60,17 @@ def threshold_report(sweep_dir, out_dir) -> dict:
     boundary.to_csv(out_dir / BOUNDARY, index=False)
     fit = scaling_fit(boundary, settings["level"])
     lines, scaling = _lines(key, boundary), None
+    unresolved = int((~boundary.resolved.astype(bool)).sum())
+    if fit is None and "x" in boundary:
+        lines.append(f"  no scaling law: {len(boundary) - unresolved} resolved combination(s), 3 are needed "
+                     f"({unresolved} unresolved: see their notes)")
     if fit is not None:
         xk = search["combination_keys"][0]
         scaling = pd.DataFrame([{"key": key, "x": xk, **fit}])
         scaling.to_csv(out_dir / SCALING, index=False)
         lines.append(f"  log {key}* = alpha log {xk} + c: alpha = {fit['alpha']:.3f} [{fit['alpha_lo']:.3f}, "
-                     f"{fit['alpha_hi']:.3f}] ({fit['level']:.0%}), c = {fit['c']:.3f}, {fit['combinations']} combinations")
+                     f"{fit['alpha_hi']:.3f}] ({fit['level']:.0%}), c = {fit['c']:.3f}, over the "
+                     f"{fit['combinations']} resolved combinations" + (f" ({unresolved} left out)" if unresolved else ""))
     figures = [_phase_diagram(out_dir, search, boundary, points, fit), _fractions(out_dir, search, brackets, points)]
     return {"figures": figures, "boundary": boundary, "brackets": brackets, "points": points,
             "outcomes": outcomes, "scaling": scaling, "lines": lines}
@@ -76,8 +82,10 @@ def _lines(key: str, b: pd.DataFrame) -> List[str]:
     lines = [f"threshold search {key}: {len(b)} combination(s), {jobs} jobs in {int(b.rounds.max())} rounds; "
              f"a grid of the same resolution: {grid} jobs ({jobs / grid:.2f})"]
     for r in b.itertuples():
-        est = f"  {key}* = {r.estimate:.4g} [{r.estimate_lo:.4g}, {r.estimate_hi:.4g}]" if r.status == "converged" else ""
-        lines.append(f"  {r.combination}: bracket [{r.lo:g}, {r.hi:g}] {r.status}, {r.rounds} rounds, {r.jobs} jobs{est}")
+        est = f"  {key}* = {r.estimate:.4g} [{r.estimate_lo:.4g}, {r.estimate_hi:.4g}]" if np.isfinite(r.estimate) else ""
+        note = f"  ({r.note})" if isinstance(r.note, str) and r.note else ""
+        lines.append(f"  {r.combination}: bracket [{r.lo:g}, {r.hi:g}] {r.status}, {r.rounds} rounds, {r.jobs} jobs"
+                     f"{est}{note}")
     return lines
 
 

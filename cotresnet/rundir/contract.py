@@ -36,6 +36,10 @@ LOG, TRACEBACK, LOCK = "train.log", "traceback.txt", ".lock"
 OUTPUTS = (CONFIG_DIR, IDENTITY, METRICS, SPECTRUM, DEPTHS, SUMMARY, PARTICLES, DATA, PLOTS, "checkpoints", LOG, TRACEBACK,
            "tensorboard", "wandb")
 
+# the layout of checkpoints/last.ckpt's 'cotresnet' entry and of the flow record's state in it: a
+# checkpoint of another format is refused by name rather than resumed wrongly
+CHECKPOINT_FORMAT = 2
+
 STATUSES = ("converged", "max_steps", "diverged", "interrupted", "failed")
 FINISHED = ("converged", "max_steps")
 
@@ -46,10 +50,12 @@ COLUMNS = [
     "lambda_min_tangent", "lambda_min_tangent_resolution", "lambda_max_tangent", "risk_probe", "pl_ratio_probe",
     "pl_lower_bound", "rate_over_bound", "residual_top_share",
     "lambda_min_feature", "lambda_min_feature_mean", "lambda_min_feature_resolution", "feature_layers_unresolved",
+    "lambda_min_feature_accuracy", "lambda_min_feature_lower",
     "grad_norm2_u", "grad_norm2_u_lower",
     "cot_dist_init", "cot_dist_init_lower", "cot_dist_init_upper", "path_length",
     "path_over_radius", "lambda_ratio",
     "depth_w2_uniform", "depth_max_gap", "depth_effective_layers", "depth_path_length",
+    "w2_dist_init", "w2_dist_init_lower", "w2_dist_init_upper",
     "cot_dist_init_rel_width",
 ]
 SPECTRUM_COLUMNS = ["step", "flow_time", "decade", "eigenvalues", "residual_share"]

@@ -39,7 +39,7 @@ from typing import Dict, List, Mapping, Tuple
 import numpy as np
 import pandas as pd
 
-from .threshold_stats import LogisticFit, PowerLawFit, logistic_threshold, power_law_fit
+from .threshold_stats import LogisticFit, PowerLawFit, fraction_threshold, logistic_threshold, power_law_fit
 
 __all__ = ["SearchConfig", "CombinationState", "PointRequest", "ThresholdSearch",
            "logistic_threshold", "power_law_fit", "LogisticFit", "PowerLawFit"]
@@ -246,13 +246,13 @@ class ThresholdSearch:
         return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
 
     def estimates(self, level: float = 0.95) -> pd.DataFrame:
-        """logistic_threshold over each combination's seed outcomes: combination, threshold, lo,
-        hi, slope, separable, level (combinations without outcomes are left out)."""
-        out = self.outcomes()
-        rows = [dict(combination=c, **vars(logistic_threshold(
-                    g.value, g.success, direction=self.config.direction, log=self.config.log, level=level)))
-                for c, g in out.groupby("combination", sort=False)]
-        return pd.DataFrame(rows)
+        """threshold_stats.fraction_threshold of each combination with outcomes (where its success fraction
+        crosses config.fraction, the quantity the search brackets): combination, threshold, lo, hi, slope,
+        separable, level, plateau_low, plateau_high, never, always, note."""
+        cfg = self.config
+        return pd.DataFrame([dict(combination=c, **fraction_threshold(g.seed, g.value, g.success, cfg.fraction,
+                                                                      direction=cfg.direction, log=cfg.log, level=level))
+                             for c, g in self.outcomes().groupby("combination", sort=False)])
 
     def versus_grid(self) -> pd.DataFrame:
         """Jobs used against a grid over each initial bracket at the configured resolution (the

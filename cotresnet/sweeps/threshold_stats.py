@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import optimize, special, stats
 
 # Profile slope bound, in units of the standardized u: far steeper than any curve the data can
@@ -49,8 +50,9 @@ class PowerLawFit:
 
 
 def logistic_threshold(values, successes, *, direction: str = "above", log: bool = True,
-                       level: float = 0.95) -> LogisticFit:
-    """Fit P(success) = sigmoid(b (u - t)) to one outcome per (value, seed); see the module doc.
+                       level: float = 0.95, at: float = 0.5) -> LogisticFit:
+    """Fit P(success) = sigmoid(b (u - t) + logit(at)) to one outcome per (value, seed): t is where the
+    success probability crosses `at` (1/2 by default: the logistic's centre); see the module doc.
 
     Separable data (with `direction` "above": every failure at or below every success, or the
     reverse order) has an infinite MLE slope and no identified threshold: threshold is NaN,
@@ -67,12 +69,42 @@ def logistic_threshold(values, successes, *, direction: str = "above", log: bool
     back = np.exp if log else float
     mu, sd = u.mean(), u.std()
     z = (u - mu) / sd  # standardized so the optimizers see O(1) parameters
-    t_hat, b_hat, nll_hat = _mle(z, y)
+    shift = float(special.logit(at))
+    t_hat, b_hat, nll_hat = _mle(z, y, shift)
     crit = stats.chi2.ppf(level, 1)
-    excess = lambda t: 2 * (_profile(z, y, t) - nll_hat) - crit  # noqa: E731  (< 0 inside)
+    excess = lambda t: 2 * (_profile(z, y, t, shift) - nll_hat) - crit  # noqa: E731  (< 0 inside)
     lo, hi = (_crossing(excess, t_hat, side) for side in (-1, 1))
     return LogisticFit(float(back(mu + sd * t_hat)), float(back(mu + sd * lo)),
                        float(back(mu + sd * hi)), float(b_hat / sd), False, level)
+
+
+def fraction_threshold(seeds, values, successes, fraction: float, *, direction: str = "above", log: bool = True,
+                       level: float = 0.95) -> dict:
+    """Where the fraction of seeds that succeed crosses `fraction`, from one outcome per (seed, value).
+
+    Seeds that succeed at no evaluated value (`never`) or at every one (`always`) set the fraction's plateaus,
+    plateau_low = |always| / n and plateau_high = 1 - |never| / n, whatever the direction (a seed that never
+    succeeds caps the fraction below 1, where a logistic that must reach 1 cannot fit). The other seeds
+    switch, and logistic_threshold fits their outcomes at the level q = (fraction - plateau_low) /
+    (plateau_high - plateau_low) that puts the whole fraction at `fraction`. Returns threshold, lo, hi,
+    slope, separable, level (LogisticFit's), plateau_low, plateau_high, never, always (seed lists as text)
+    and note (why there is no threshold: no seed switches, or the plateaus never reach `fraction`)."""
+    df = pd.DataFrame({"seed": np.asarray(seeds), "value": np.asarray(values, float),
+                       "success": np.asarray(successes, bool)})
+    per_seed = df.groupby("seed").success.agg(["any", "all"])
+    never = sorted(int(s) for s in per_seed.index[~per_seed["any"]])
+    always = sorted(int(s) for s in per_seed.index[per_seed["all"]])
+    low, high = len(always) / len(per_seed), 1 - len(never) / len(per_seed)
+    switching = df[~df.seed.isin(never + always)]
+    q = (fraction - low) / (high - low) if high > low else math.nan
+    out = dict(plateau_low=low, plateau_high=high, never=" ".join(map(str, never)), always=" ".join(map(str, always)),
+               note="")
+    if switching.empty or not 0 < q < 1:
+        note = ("no seed switches between success and failure" if switching.empty else
+                f"the success fraction stays between {low:.3g} and {high:.3g} and never crosses {fraction:g}")
+        return {**out, **vars(LogisticFit(math.nan, math.nan, math.nan, math.nan, False, level)), "note": note}
+    fit = logistic_threshold(switching.value, switching.success, direction=direction, log=log, level=level, at=q)
+    return {**out, **vars(fit)}
 
 
 def _gap(x, up):
@@ -88,21 +120,22 @@ def _nll(eta, y):
     return float(np.sum(np.where(y, np.logaddexp(0, -eta), np.logaddexp(0, eta))))
 
 
-def _mle(z, y):
-    """(t, b, nll) at the maximum likelihood; fitted as a + b z, which is convex in (a, b)."""
+def _mle(z, y, shift: float = 0.0):
+    """(t, b, nll) at the maximum likelihood, t where the logit equals `shift`; fitted as a + b z, which is
+    convex in (a, b)."""
     def fun(p):
         eta = p[0] + p[1] * z
         r = special.expit(eta) - y
         return _nll(eta, y), np.array([r.sum(), (r * z).sum()])
     a, b = optimize.minimize(fun, np.zeros(2), jac=True, method="BFGS").x
-    t = -a / b
+    t = (shift - a) / b
     # the profile at t is at least as good as BFGS's point, which keeps the deviance >= 0 there
-    return t, b, min(fun((a, b))[0], _profile(z, y, t))
+    return t, b, min(fun((a, b))[0], _profile(z, y, t, shift))
 
 
-def _profile(z, y, t):
+def _profile(z, y, t, shift: float = 0.0):
     """min over the slope b of the negative log-likelihood with the threshold fixed at t."""
-    res = optimize.minimize_scalar(lambda b: _nll(b * (z - t), y), bounds=(-_MAX_SLOPE, _MAX_SLOPE),
+    res = optimize.minimize_scalar(lambda b: _nll(b * (z - t) + shift, y), bounds=(-_MAX_SLOPE, _MAX_SLOPE),
                                    method="bounded")
     return res.fun
 

@@ -21,19 +21,38 @@ BOUNDARY, SCALING = "threshold_boundary.csv", "threshold_scaling.csv"
 
 def bracket_table(search: ThresholdSearch, level: float) -> pd.DataFrame:
     """brackets() with the grid's jobs and each converged combination's threshold `estimate` in
-    [estimate_lo, estimate_hi]: the logistic fit's (logistic, logistic_lo, logistic_hi) where it is
-    identified with a finite interval, else the final bracket's midpoint in u and the bracket itself
-    (separable outcomes: every seed agrees at every point)."""
+    [estimate_lo, estimate_hi] (ThresholdSearch.estimates: where the success fraction crosses the search's
+    fraction, plateaus of seeds that never or always succeed taken out): the logistic fit's (logistic,
+    logistic_lo, logistic_hi) where it is identified with a finite interval, else the final bracket's
+    midpoint in u and the bracket itself (separable outcomes: every seed agrees at every point).
+    `resolved` is true when the estimate lies in the final bracket with a finite interval: only such rows
+    enter a scaling law; `note` says why a row is not (or what a reader must know: a plateau)."""
     b = search.brackets().merge(search.versus_grid()[["combination", "grid_jobs"]], on="combination")
     est = search.estimates(level).rename(columns={"threshold": "logistic", "lo": "logistic_lo", "hi": "logistic_hi"})
     b = b.merge(est, on="combination", how="left") if len(est) else b.assign(
-        logistic=math.nan, logistic_lo=math.nan, logistic_hi=math.nan, slope=math.nan, separable=True, level=level)
+        logistic=math.nan, logistic_lo=math.nan, logistic_hi=math.nan, slope=math.nan, separable=True, level=level,
+        plateau_low=math.nan, plateau_high=math.nan, never="", always="", note="")
+    b["note"] = b["note"].fillna("")
     fit = np.isfinite(b[["logistic", "logistic_lo", "logistic_hi"]].astype(float)).all(axis=1)
     mid = np.sqrt(b.lo * b.hi) if search.config.log else (b.lo + b.hi) / 2
-    converged = b.status == "converged"
+    converged = (b.status == "converged") & (b["note"] == "")
     b["estimate"] = np.where(converged, np.where(fit, b.logistic, mid), math.nan)
     b["estimate_lo"] = np.where(converged, np.where(fit, b.logistic_lo, b.lo), math.nan)
     b["estimate_hi"] = np.where(converged, np.where(fit, b.logistic_hi, b.hi), math.nan)
+    inside = (b.estimate >= b.lo) & (b.estimate <= b.hi)
+    b["resolved"] = converged & inside & np.isfinite(b.estimate_lo) & np.isfinite(b.estimate_hi)
+    for i, r in b.iterrows():
+        notes = [r["note"]] if r["note"] else []
+        if r.status != "converged":
+            notes.append(f"the search ended {r.status}: no threshold")
+        elif converged[i] and not inside[i]:
+            notes.append(f"the fit's estimate {r.estimate:.4g} lies outside the final bracket [{r.lo:g}, {r.hi:g}]: "
+                         "the seeds' outcomes are not monotone in the value")
+        elif converged[i] and not b.at[i, "resolved"]:
+            notes.append("the estimate's interval is unbounded: too few outcomes near the threshold")
+        if r.get("never"):
+            notes.append(f"seed(s) {r.never} never succeed (the fraction stays <= {r.plateau_high:.3g})")
+        b.at[i, "note"] = "; ".join(notes)
     return b
 
 

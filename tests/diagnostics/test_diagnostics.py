@@ -106,6 +106,23 @@ def test_nearly_collinear_particles_give_a_tiny_resolved_feature_eigenvalue():
         assert e.value < 1e-13
 
 
+@pytest.mark.parametrize("gap", [1e-3, 1e-6, 1e-8])
+def test_a_feature_eigenvalue_from_singular_values_carries_its_accuracy_and_a_proven_lower_bound(gap):
+    """Against mpmath at 50 digits: |value - exact| <= accuracy and lower <= exact, where the accuracy
+    2 sigma_min ds / M exceeds the resolution ds^2 / M by orders of magnitude (the audit's case)."""
+    import mpmath
+
+    g = torch.Generator().manual_seed(3)
+    F = torch.randn(5, 40, generator=g, dtype=torch.float64)
+    F[1] = F[0] + gap * torch.randn(40, generator=g, dtype=torch.float64)  # two nearly equal samples
+    e = K.singular_value_eigenvalue(F, 40)
+    mpmath.mp.dps = 50
+    exact = min(mpmath.eigsy(mpmath.matrix(F.tolist()) * mpmath.matrix(F.T.tolist()) / 40)[0])
+    assert abs(e.value - float(exact)) <= e.accuracy and e.lower <= float(exact) <= e.value + e.accuracy
+    assert e.resolved and e.accuracy > 100 * e.resolution
+    assert e.lower == pytest.approx(max(e.value ** 0.5 - (e.resolution * 40) ** 0.5 / 40 ** 0.5, 0) ** 2, rel=1e-9)
+
+
 def test_feature_eigenvalues_equal_eigvalsh_when_resolvable_and_are_zero_below_n():
     x, y = data(N=6)
     net = make_net(L=3, M=10, d=4)
@@ -212,7 +229,7 @@ def test_distances_bracket_the_exact_value_and_tighten_with_budget(move):
     at_exact = D.distances(q, p, exact_max_m=60)
     assert at_exact == {"cot_dist_init": exact, "cot_dist_init_lower": exact, "cot_dist_init_upper": exact,
                         "cot_dist_init_rel_width": 0.0}
-    rows = [D.distances(q, p, exact_max_m=0, budget=n, target=0.0) for n in range(5)]
+    rows = [D.distances(q, p, exact_max_m=0, budget=n, target=0.0, exact_fallback_m=0) for n in range(5)]
     for row in rows:
         lo, up = row["cot_dist_init_lower"], row["cot_dist_init_upper"]
         assert row["cot_dist_init"] is None and lo <= exact * (1 + 1e-12) and exact <= up * (1 + 1e-12)
@@ -222,7 +239,7 @@ def test_distances_bracket_the_exact_value_and_tighten_with_budget(move):
         assert large["cot_dist_init_lower"] >= small["cot_dist_init_lower"]
         assert large["cot_dist_init_upper"] <= small["cot_dist_init_upper"]
     assert rows[-1]["cot_dist_init_rel_width"] <= 1e-3
-    default = D.distances(q, p, exact_max_m=0)  # the default target stops as soon as it is met
+    default = D.distances(q, p, exact_max_m=0, exact_fallback_m=0)  # the default target stops as soon as it is met
     assert default["cot_dist_init_rel_width"] <= D.DISTANCE_TARGET
 
 

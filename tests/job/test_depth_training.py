@@ -49,3 +49,19 @@ def test_cot_keeps_every_depth_and_wasserstein_drifts_the_marginal(tmp_path):
     audit = diagnose(w_dir)
     for key in ("risk_train", "grad_norm2", "depth_w2_uniform", "lambda_min_tangent"):
         assert audit["final"][key] == pytest.approx(w["final"][key], rel=1e-4), key
+
+
+def test_the_wasserstein_run_measures_its_own_distance_which_its_path_bounds(tmp_path):
+    """W_COT ignores depths while the Wasserstein flow moves them: w2_dist_init is W_2 on (sqrt(kappa) s,
+    theta), checked against an explicit assignment, and bounded by the path length (which includes depths)."""
+    from cotresnet.diagnostics.transport import exact_w2
+
+    w, w_dir = train(tmp_path, *TASK, "callbacks.ot_every=100", "trainer.max_steps=200")
+    m = pd.read_csv(w_dir / "metrics.csv").dropna(subset=["w2_dist_init"])
+    assert len(m) == 3 and (m["w2_dist_init"] <= m["path_length"]).all()
+    p = read_particles(w_dir)
+    cloud = lambda x: torch.cat([10**0.5 * x["s"].reshape(-1, 1), x["u"].reshape(-1, 3), x["w"].reshape(-1, 3),
+                                 x["b"].reshape(-1, 1)], 1).double()
+    assert w["final"]["w2_dist_init"] == pytest.approx(exact_w2(cloud(p["final"]), cloud(p["init"])).upper2 ** 0.5,
+                                                       rel=1e-12)
+    assert w["final"]["w2_dist_init"] > w["final"]["cot_dist_init"]  # the depths' share of the move

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cotresnet.errors import ConfigError
-from cotresnet.job.callbacks import FlowDiagnostics
 from cotresnet.job.checks import check_job
+from cotresnet.job.flow_callback import FlowDiagnostics
 from helpers import SHORT, read_particles, train_small
 
 

@@ -142,6 +142,49 @@ def test_logistic_recovers_a_known_curve():
     assert below.threshold == pytest.approx(fit.threshold, rel=1e-6) and below.slope < 0
 
 
+def test_logistic_at_another_level_recovers_where_the_curve_crosses_it():
+    rng = np.random.default_rng(1)
+    m = np.repeat(np.geomspace(10, 160, 9), 30)
+    y = rng.random(m.size) < 1 / (1 + np.exp(-4 * np.log(m / 40)))
+    crossing = 40 * math.exp(math.log(3) / 4)  # where the planted curve reaches 3/4
+    fit = logistic_threshold(m, y, at=0.75)
+    assert fit.lo < crossing < fit.hi and abs(math.log(fit.threshold / crossing)) < 0.1
+
+
+@pytest.mark.parametrize("direction", ["above", "below"])
+def test_a_seed_that_never_succeeds_is_named_and_the_estimate_stays_in_its_bracket(direction):
+    """The audit's plateau: one seed of three fails everywhere, the fraction plateaus at 2/3, and a logistic
+    that must reach 1 put the estimate outside the final bracket (1.33 for [5.33, 5.73])."""
+    from cotresnet.sweeps.threshold_tables import bracket_table
+
+    rng = np.random.default_rng(2)
+    t = {0: 5.5, 1: 5.6}  # seeds 0 and 1 switch near 5.5 (with noise), seed 2 never succeeds
+
+    def succeeds(c, v, s):
+        if s == 2:
+            return False
+        p = 1 / (1 + math.exp(-12 * math.log(v / t[s])))
+        return bool(rng.random() < (p if direction == "above" else 1 - p))
+
+    lo, hi = (0.3, 30.0)
+    search = ThresholdSearch(SearchConfig("init.scale_u", lo, hi, direction=direction, seeds=(0, 1, 2)))
+    drive(search, succeeds)
+    (row,) = bracket_table(search, 0.95).itertuples(index=False)
+    assert row.status == "converged" and row.never == "2" and row.plateau_high == pytest.approx(2 / 3)
+    assert row.lo <= row.estimate <= row.hi and row.resolved and "never succeed" in row.note
+
+
+def test_no_scaling_law_is_fitted_through_an_unresolved_combination(tmp_path):
+    from cotresnet.report.threshold import scaling_fit
+
+    boundary = pd.DataFrame({"x": [16, 32, 64, 128], "status": ["converged"] * 4, "estimate": [2.0, 4.1, 8.3, 1.0],
+                             "estimate_lo": [1.9, 3.9, 8.0, 0.1], "estimate_hi": [2.1, 4.3, 8.6, 9.0],
+                             "resolved": [True, True, True, False]})
+    fit = scaling_fit(boundary, 0.95)
+    assert fit["combinations"] == 3 and fit["alpha"] == pytest.approx(1.0, abs=0.05)
+    assert scaling_fit(boundary.assign(resolved=[True, False, True, False]), 0.95) is None
+
+
 def test_separable_data_gives_flagged_bracket():
     search = ThresholdSearch(SearchConfig("model.M", 4, 512, integer=True, seeds=(0, 1, 2)))
     drive(search, lambda c, m, s: m >= 37)
