@@ -119,10 +119,21 @@ def file_dataset(dc) -> Dataset:
         raise ConfigError(f"{where}: {e}") from e
     if not isinstance(raw, dict) or any(not isinstance(raw.get(k), Tensor) for k in SPLITS):
         raise ConfigError(f"{where} must hold the tensors {', '.join(SPLITS)}")
+    sparse = [f"{k} ({raw[k].layout})" for k in SPLITS if raw[k].layout != torch.strided]
+    if sparse:
+        raise ConfigError(f"{where}: every split must be a dense tensor; {', '.join(sparse)} is not (.to_dense() it)")
     bad = [f"{k} {tuple(raw[k].shape)} {raw[k].dtype}" for k in SPLITS
            if raw[k].dim() != 2 or raw[k].is_complex() or raw[k].dtype == torch.bool]
     if bad:
         raise ConfigError(f"{where}: every split must be a real 2-D tensor (rows = samples); got {', '.join(bad)}")
+    empty = [f"{k} {tuple(raw[k].shape)}" for k in ("x_train", "y_train") if raw[k].shape[1] == 0]
+    if empty:
+        raise ConfigError(f"{where}: inputs and outputs need at least one column; got {', '.join(empty)}")
+    flag = raw.get("classification", False)
+    if isinstance(flag, Tensor) and flag.numel() == 1 and flag.dtype == torch.bool:
+        flag = bool(flag)
+    if not isinstance(flag, bool):
+        raise ConfigError(f"{where}: 'classification' must be true or false (a bool); got {flag!r}")
     t = {k: raw[k].to(torch.float64) for k in SPLITS}
     for split in ("train", "test"):
         if t[f"x_{split}"].shape[0] != t[f"y_{split}"].shape[0]:
@@ -131,7 +142,7 @@ def file_dataset(dc) -> Dataset:
     if t["x_test"].shape[0] and (t["x_test"].shape[1], t["y_test"].shape[1]) != (t["x_train"].shape[1], t["y_train"].shape[1]):
         raise ConfigError(f"{where}: test columns (x {t['x_test'].shape[1]}, y {t['y_test'].shape[1]}) differ from "
                           f"train columns (x {t['x_train'].shape[1]}, y {t['y_train'].shape[1]})")
-    return Dataset(*(t[k] for k in SPLITS), classification=bool(raw.get("classification", False)))
+    return Dataset(*(t[k] for k in SPLITS), classification=flag)
 
 
 def stack_datasets(datasets) -> Dataset:

@@ -24,14 +24,27 @@ def refuse(message: str) -> None:
     sys.exit(2)
 
 
+def input_error(e: BaseException) -> str:
+    """One line for an exception Hydra or OmegaConf raised about the user's configuration (a value of the
+    wrong type, an unset interpolation): the key it names and the first line of the reason."""
+    key = getattr(e, "full_key", None)
+    lines = [line for line in (str(e).splitlines() or [type(e).__name__]) if line.strip()]
+    cause = e.__cause__ and str(e.__cause__).splitlines()[0]
+    text = (lines[0] if lines else type(e).__name__) + (f" ({cause})" if cause and cause not in lines[0] else "")
+    return f"{key}: {text}" if key and key not in text else text
+
+
 def run_check(fn, *args):
-    """Run a check: a ConfigError is a refusal (exit 2), any other exception a bug (traceback, exit 1);
-    neither becomes a warning (Hydra turns exceptions raised in callbacks into warnings)."""
+    """Run a check: a ConfigError is a refusal (exit 2), and so is an error Hydra or OmegaConf raise about
+    the configuration (it comes from the user's input); any other exception is a bug (traceback, exit 1).
+    Neither becomes a warning (Hydra turns exceptions raised in callbacks into warnings)."""
     try:
         return fn(*args)
     except ConfigError as e:
         refuse(str(e))
-    except Exception:
+    except Exception as e:
+        if type(e).__module__.split(".")[0] in ("omegaconf", "hydra"):
+            refuse(input_error(e))
         traceback.print_exc()
         print("cotresnet: internal error while checking the configuration (a bug: please report the traceback "
               "above); nothing was launched", file=sys.stderr)

@@ -34,6 +34,11 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("uid"):
         # six random hex digits: run directories stay unique when many jobs start in the same second
         OmegaConf.register_new_resolver("uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("dirname"):
+        # a job directory's name from its overrides: safe, bounded, rounded (rundir.contract.safe_dirname)
+        from .rundir.contract import safe_dirname
+
+        OmegaConf.register_new_resolver("dirname", lambda text: safe_dirname(str(text)))
     if not OmegaConf.has_resolver("mul"):
         # products of config values, e.g. model.M: ${mul:2,${model.L},${model.L}} ties width to depth
         OmegaConf.register_new_resolver("mul", lambda *xs: math.prod(xs))
@@ -83,26 +88,12 @@ def refuse_composition_errors() -> None:
     Hydra.compose_config = composed_or_refused
 
 
-def _check_sweep(config: DictConfig) -> None:
-    from .job.checks import check_job
-    from .rundir.ownership import renumbered
-    from .sweeps.expand import sweep_jobs
+def _check_sweep(config: DictConfig) -> int:
+    """A grid sweep's jobs, checked before any is launched (sweeps.checks.check_grid); returns their count."""
+    from .sweeps.checks import check_grid
 
-    bad, plans = [], {}
-    jobs = list(sweep_jobs(config))
-    moved = renumbered([job_dir for _, _, job_dir in jobs])
-    if moved:
-        refuse(f"{moved[0][1]} holds the job that would now run as {moved[0][0].name} ({len(moved)} job(s) "
-               "numbered differently): this sweep lists its values in another order than the one that made the "
-               "directory; list them as before, or choose another hydra.sweep.dir")
-    for overrides, job_cfg, job_dir in jobs:
-        try:
-            check = _CHECKED[job_dir.absolute()] = check_job(job_cfg, job_dir)
-            plans[check.plan.action] = plans.get(check.plan.action, 0) + 1
-        except ConfigError as e:
-            bad.append(f"[{' '.join(overrides)}] {e}")
-    if bad:
-        refuse(f"{len(bad)} sweep job(s) refused, nothing launched:\n  " + "\n  ".join(bad))
+    checked, plans = check_grid(config)
+    _CHECKED.update(checked)
     if set(plans) - {"new"}:
         print("sweep plan: " + ", ".join(f"{n} {a}" for a, n in sorted(plans.items())), file=sys.stderr)
     return sum(plans.values())
@@ -113,19 +104,24 @@ class ValidateConfig(HydraCallback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from .job.checks import check_job
+        from .sweeps.checks import inside_root
         from .sweeps.expand import task_config
 
         if not str(config.hydra.run.dir).strip():
             refuse("hydra.run.dir is empty (the job would write into the current directory); give a directory")
         run_dir = Path(str(config.hydra.run.dir)).absolute()
+        run_check(inside_root, config, [run_dir])
         _CHECKED[run_dir] = run_check(check_job, task_config(config), run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from .report.monitor import SweepMonitor
+        from .sweeps.checks import check_search_space
 
         total = None
-        if config.hydra.sweeper._target_ in OUR_SWEEPERS:  # other sweepers choose jobs as they go
+        if config.hydra.sweeper._target_ in OUR_SWEEPERS:
             total = run_check(_check_sweep, config)
+        elif "ThresholdSweeper" not in config.hydra.sweeper._target_:  # it checks each round itself
+            run_check(check_search_space, config)  # other sweepers choose their jobs as they go
         _SWEEP["dir"], _SWEEP["total"] = Path(str(config.hydra.sweep.dir)), total
         _SWEEP["monitor"] = SweepMonitor(_SWEEP["dir"], total).start()
 
@@ -179,10 +175,10 @@ def run(cfg: DictConfig):
         if not _multirun():
             refuse(str(e))
         log.error("job refused: %s", e)
-        return math.nan if cfg.optimized_metric else {"status": "refused"}
+        return math.inf if cfg.optimized_metric else {"status": "refused"}
     except Exception:
         if _multirun():
-            return math.nan if cfg.optimized_metric else {"status": "failed"}  # the sweep goes on; the report counts it
+            return math.inf if cfg.optimized_metric else {"status": "failed"}  # the sweep goes on; the report counts it
         raise
     draw_run_figures(cfg, summaries, missing_only=action == "done")
     if action == "done":

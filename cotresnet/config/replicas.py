@@ -23,7 +23,10 @@ def parse_replica(replica: str) -> List[Tuple[str, object]]:
 
 
 def replica_dirname(replica: str) -> str:
-    return ",".join(replica.split())
+    """A replica's directory in its job's: its overrides, made a safe, bounded name."""
+    from ..rundir.contract import safe_dirname
+
+    return safe_dirname(",".join(replica.split()))
 
 
 def replica_config(cfg, replica: str):

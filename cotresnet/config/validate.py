@@ -95,6 +95,21 @@ def composition_error(e: Exception) -> ConfigError:
     return ConfigError(message + refusal_hint(message))
 
 
+def _resolves_to_its_types(cfg) -> None:
+    """Every interpolation resolves (an unset ${oc.env:...}), to a value of its key's type (an interpolation
+    is typed only when it resolves): the user's input, refused naming the key before any value is read."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..errors import input_error
+
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+        values.pop("hydra", None)
+        OmegaConf.merge(OmegaConf.structured(C.TrainConfig), values)
+    except OmegaConfBaseException as e:
+        raise ConfigError(input_error(e)) from e
+
+
 def _dataclass_of(tp):
     for t in (tp, *typing.get_args(tp)):
         if is_dataclass(t):
@@ -105,6 +120,7 @@ def _dataclass_of(tp):
 def validate(cfg) -> None:
     """Check every value a type cannot check. Raises ConfigError naming the field."""
     unknown_keys(cfg)
+    _resolves_to_its_types(cfg)
     _validate_model(cfg.model)
     i, d, o, t, c = cfg.init, cfg.data, cfg.optim, cfg.trainer, cfg.callbacks
     _choice("init.scheme", i.scheme, C.INIT_SCHEMES)
@@ -127,6 +143,9 @@ def validate(cfg) -> None:
     _at_least("callbacks.kernel_max_dim", c.kernel_max_dim, 1)
     _at_least("callbacks.kernel_memory_mb", c.kernel_memory_mb, 16)
     _at_least("checkpoint_every", cfg.checkpoint_every, 0)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", cfg.name):  # it names the sweep's directory
+        raise ConfigError(f"name={cfg.name!r} is not allowed; it names the sweep directory: use 1-64 letters, digits, "
+                          "'.', '_', '+' or '-' (no path separator), starting with a letter or a digit")
     _at_least("seed", cfg.seed, 0, C.SEED_MAX)
     for fmt in cfg.plots:
         _choice("plots", fmt, C.PLOT_FORMATS)
@@ -145,6 +164,13 @@ def _validate_model(m) -> None:
     _choice("model.backprop", m.backprop, C.BACKPROP_MODES)
     _finite("model.rtol", m.rtol, positive=True)
     _finite("model.atol", m.atol, positive=True)
+    # dopri5 controls the error relative to the state: below the unit roundoff of model.dtype no step can meet
+    # it (rtol = 1e-300 ends in torchdiffeq's step-size underflow assertion)
+    floor = DTYPE_EPS.get(m.dtype, DTYPE_EPS["float64"]) / 2
+    if m.integrator == "dopri5" and m.rtol < floor:
+        raise ConfigError(f"model.rtol={m.rtol!r} is out of range; with model.integrator=dopri5 it must be >= "
+                          f"{floor:.3g} (the unit roundoff of model.dtype={m.dtype}: a smaller relative error "
+                          "cannot be controlled)")
     if m.adjoint and m.integrator == "euler":
         raise ConfigError("model.adjoint=true needs an ODE integrator: set model.integrator to rk4 or dopri5 "
                           "(with euler the network is the ResNet itself and backprop is exact)")
@@ -155,6 +181,10 @@ def _validate_model(m) -> None:
     _choice("model.readout", m.readout, C.READOUTS)
     _choice("model.dtype", m.dtype, C.DTYPES)
     _finite("model.bandwidth", m.bandwidth, positive=True)
+    if m.bandwidth > 1:  # wider than the depth interval: a flat field that sums ~9 h / 2 reflected images per call
+        raise ConfigError(f"model.bandwidth={m.bandwidth!r} is out of range; it must be in (0, 1] (the depth "
+                          "interval's length: a wider kernel is flat over [0, 1] and costs ~9 h reflected images "
+                          "per evaluation)")
     if m.depth_kernel is not None:
         _choice("model.depth_kernel", m.depth_kernel, C.DEPTH_KERNELS)
         if m.backprop == "recompute":
@@ -201,6 +231,7 @@ def _validate_data(d) -> None:
 
 # the largest finite number of each model.dtype: SGD multiplies the gradient by the learning rate in it
 DTYPE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+DTYPE_EPS = {"float32": 1.1920928955078125e-07, "float64": 2.220446049250313e-16}
 
 
 def _learning_rate_fits(cfg) -> None:

@@ -132,25 +132,46 @@ def check_job(cfg, run_dir: Path) -> JobCheck:
         members.append(Member(rc, ds, rd, O.identity(rc, O.data_digest(ds.tensors()),
                                                      kernel_samples(rc.callbacks, ds.n_train, ds.d_out)), replica))
     ident = O.job_identity([m.identity for m in members]) if cfg.sweep.replicas else members[0].identity
-    check = JobCheck(cfg, run_dir, members, ident, None)
-    return replan(check)
+    check = replan(JobCheck(cfg, run_dir, members, ident, None))
+    check_writable(check)
+    return check
 
 
 def check_creatable(run_dir: Path) -> None:
-    """The run directory exists, or its nearest existing ancestor takes a new directory (probed with an
-    empty one, removed at once: permissions alone do not tell, e.g. on /proc or a read-only mount)."""
+    """The run directory is a directory, or can be made: every component of its path fits the filesystem's
+    name length, nothing on the way is a file or a dangling link, and its nearest existing ancestor takes a
+    new directory (probed with an empty one, removed at once: permissions alone do not tell, e.g. on /proc
+    or a read-only mount). Whether an existing directory is writable depends on the plan (check_writable)."""
     import tempfile
 
+    fix = "choose another paths.root, hydra.run.dir or hydra.sweep.dir"
+    for part in run_dir.parts:
+        if len(os.fsencode(part)) > 255:
+            raise ConfigError(f"run directory {run_dir}: the component {part[:40]}... is {len(os.fsencode(part))} "
+                              f"bytes, over the 255 a file name may have; {fix}")
     if run_dir.is_dir():
         return
+    for p in (run_dir, *run_dir.parents):
+        if p.is_symlink() and not p.exists():
+            raise ConfigError(f"run directory {run_dir}: {p} is a link to nothing ({os.readlink(p)}); {fix}")
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"run directory {run_dir}: {p} exists and is not a directory; {fix}")
     parent = next(p for p in run_dir.parents if p.exists())
     try:
-        if not parent.is_dir():
-            raise NotADirectoryError(f"{parent} is not a directory")
         Path(tempfile.mkdtemp(prefix=".cotresnet-probe-", dir=parent)).rmdir()
     except OSError as e:
         raise ConfigError(f"run directory {run_dir} cannot be created ({e.strerror or e}); choose another "
                           "paths.root, hydra.run.dir or hydra.sweep.dir") from e
+
+
+def check_writable(check: JobCheck) -> None:
+    """A job that will write (anything but a finished run's 'done') needs its existing directories writable."""
+    if check.plan.action == "done":
+        return
+    for d in dict.fromkeys([check.run_dir] + [m.run_dir for m in check.members]):
+        if d.is_dir() and not os.access(d, os.W_OK | os.X_OK):
+            raise ConfigError(f"run directory {d} is not writable, and the job would {check.plan.action} its run "
+                              "there; make it writable or choose another hydra.run.dir / hydra.sweep.dir")
 
 
 def replan(check: JobCheck) -> JobCheck:

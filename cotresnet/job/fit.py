@@ -244,6 +244,8 @@ def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
     from ..rundir.ownership import RunLock
     from .checks import replan
 
+    if check.plan.action == "done":  # a finished run is read, never written: no lock (its directory may be read-only)
+        return "done", [RD.read_summary(m.run_dir) for m in check.members]
     dirs = dict.fromkeys([check.run_dir] + [m.run_dir for m in check.members])
     locks = []
     try:
@@ -252,6 +254,8 @@ def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
         check = replan(check)
         if check.plan.action == "done":
             return "done", [RD.read_summary(m.run_dir) for m in check.members]
+        for d in dirs:  # what a job killed in the middle of a write left (a checkpoint's can be gigabytes)
+            RD.remove_stale_temporaries(d)
         clear_outputs(check.plan.clear)  # the old train.log included, before this job's log opens
         handler = _file_log(check.run_dir)
         try:

@@ -33,9 +33,18 @@ def auto_threads(n_samples: int, M: int, d: int, replicas: int = 1) -> int:
 
 
 def configure(requested, n_samples: int, M: int, d: int, replicas: int = 1) -> int:
-    """Set torch's intra-op threads (trainer.threads, or the automatic choice); returns the count."""
+    """Set torch's intra-op threads (trainer.threads, or the automatic choice), at most the CPUs this process
+    may use (more spin against each other and against every other process on the machine: trainer.threads
+    = 10000 started 20,000 threads and a load of 3,584 on a shared machine); returns the count."""
+    import logging
+
     import torch
 
     n = requested or auto_threads(n_samples, M, d, replicas)
+    if n > available_cpus():
+        logging.getLogger("cotresnet").warning(
+            "trainer.threads=%d lowered to %d: the CPUs this process may use (affinity mask, SLURM allocation, "
+            "launcher share)", n, available_cpus())
+        n = available_cpus()
     torch.set_num_threads(n)
     return n

@@ -15,9 +15,11 @@ written and read here only. No Lightning: readers (report, diagnose, plots) stay
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -137,9 +139,41 @@ def flatten(node, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+# a job directory's name (with its number) stays well within a filesystem's 255-byte component
+NAME_BYTES = 160
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
+_LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{7,}(?:[eE][+-]?\d+)?(?![\w.])")
+
+
+def safe_dirname(text: str) -> str:
+    """A job or replica directory's name for a string of overrides (`model.M=8,init.scale_u=0.30000000000000004`):
+    floats of more than 7 decimals rounded to 6 significant digits (jobs of a sweep stay apart by their
+    number; replicas with equal rounded names are refused), every character but letters, digits and
+    . _ = , + - replaced by _ (no path separator or '..' component reaches the filesystem), cut to
+    NAME_BYTES. A replaced or cut name ends with a hash of the full text, which keeps distinct overrides
+    distinct; the full overrides are in the run's .hydra/overrides.yaml."""
+    rounded = _LONG_FLOAT.sub(lambda m: f"{float(m.group(0)):.6g}", text)
+    safe = _UNSAFE.sub("_", rounded)
+    if safe == rounded and len(safe.encode()) <= NAME_BYTES:
+        return safe
+    return f"{safe[:NAME_BYTES - 11]}_{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
 def config_path(run_dir: Path, name: str = CONFIG_YAML) -> Path:
     """A file of the run's .hydra/ directory (config.yaml by default)."""
     return Path(run_dir) / CONFIG_DIR / name
+
+
+def remove_stale_temporaries(run_dir: Path) -> List[Path]:
+    """Remove the temporary files of atomic writes (.<name>.<random>.tmp) that a killed job left in a run
+    directory, its checkpoints and its plots; only the job holding the directory's lock may call this."""
+    gone = []
+    for where in (Path(run_dir), Path(run_dir) / "checkpoints", Path(run_dir) / PLOTS, Path(run_dir) / CONFIG_DIR):
+        for p in where.glob(".*.tmp") if where.is_dir() else ():
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+                gone.append(p)
+    return gone
 
 
 def finite_or_none(v):

@@ -57,10 +57,22 @@ def job_identity(members: List[dict]) -> dict:
 
 
 def differences(old: dict, new: dict) -> List[str]:
-    """'key: old -> new' for every fingerprinted key whose value differs."""
+    """'key: old -> new' for every fingerprinted key whose value differs; a vectorized job's replicas are
+    compared one by one ("sweep.replicas[2]: seed: 2 -> 3"), never dumped whole."""
     a, b = old.get("config", {}), new["config"]
-    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if x == y:
+            continue
+        if k == "sweep.replicas" and isinstance(x, list) and isinstance(y, list):
+            if len(x) != len(y):
+                out.append(f"sweep.replicas: {len(x)} replicas -> {len(y)}")
+            out += [f"sweep.replicas[{i}]: {d}" for i, (p, q) in enumerate(zip(x, y))
+                    for d in differences({"config": p}, {"config": q})]
+        else:
+            out.append(f"{k}: {x!r} -> {y!r}")
+    return out
 
 
 class RunLock:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..errors import ConfigError
+
 
 def task_config(config: DictConfig) -> DictConfig:
     """The job's own configuration: Hydra's composed config without its `hydra` node."""
@@ -15,6 +17,20 @@ def task_config(config: DictConfig) -> DictConfig:
 def job_dir(job_cfg: DictConfig) -> Path:
     """Where a job of a multirun writes: hydra.sweep.dir / hydra.sweep.subdir (hydra.job.num set)."""
     return Path(str(job_cfg.hydra.sweep.dir)) / str(job_cfg.hydra.sweep.subdir)
+
+
+def load_job_config(loader, config: DictConfig, overrides) -> DictConfig:
+    """Hydra's configuration of one job of a sweep; a value Hydra cannot compose (model.L=4,abc) is a
+    ConfigError naming the job's overrides and the key."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..config.validate import composition_error
+
+    try:
+        return loader.load_sweep_config(config, list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"[{' '.join(overrides)}] {composition_error(e)}") from e
 
 
 def sweep_jobs(config: DictConfig):
@@ -32,7 +48,7 @@ def sweep_jobs(config: DictConfig):
     idx = 0
     for batch in split_jobs(parsed, list(config.sweep.vectorize)):
         for overrides in batch:
-            job_cfg = loader.load_sweep_config(config, list(overrides))
+            job_cfg = load_job_config(loader, config, overrides)
             with open_dict(job_cfg):
                 job_cfg.hydra.job.num = job_cfg.hydra.job.id = idx
             yield overrides, task_config(job_cfg), job_dir(job_cfg)

@@ -41,9 +41,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..config.schema import SEED_MAX
 from ..errors import ConfigError, run_check
 from ..rundir import contract as RD
-from .expand import job_dir, task_config
+from .expand import job_dir, load_job_config, task_config
 from .threshold import SearchConfig, ThresholdSearch
-from .threshold_tables import OUTCOMES, SEARCH, write_tables
+from .threshold_tables import SEARCH, load_outcomes, read_store, verdict, write_tables
 
 OPS = ("<=", ">=")
 METRICS = ("risk_ratio", *RD.COLUMNS[1:], *RD.SUMMARY_METRICS)
@@ -158,7 +158,7 @@ def prepare(settings: dict, config: DictConfig, arguments: List[str], loader) ->
     s = typed_settings(settings)
     params = [f"{k}={v}" for k, v in (s.get("params") or {}).items()]
     combos, fixed = _overrides(s["key"], params + list(arguments), OverridesParser.create(config_loader=loader))
-    base = task_config(loader.load_sweep_config(config, fixed))
+    base = task_config(load_job_config(loader, config, fixed))
     integer = _check_settings(s, base)
     search = SearchConfig(s["key"], s["lo"], s["hi"], combinations=tuple(combos), integer=integer, log=s["log"],
                           direction=s["direction"], seeds=tuple(s["seeds"]), fraction=s["fraction"],
@@ -170,25 +170,6 @@ def prepare(settings: dict, config: DictConfig, arguments: List[str], loader) ->
                 "task": {k: v for k, v in flat.items() if k not in (s["key"], *swept)},
                 "settings": {**{k: v for k, v in s.items() if k != "params"}, "integer": integer}}
     return Setup(search, combos, fixed, s["criterion"], json.loads(json.dumps(identity, default=str)))
-
-
-def open_store(sweep_dir: Path, setup: Setup) -> pd.DataFrame:
-    """The stored outcomes of this search (empty for a new one); writes threshold_search.json for a new
-    one and refuses a directory holding another search."""
-    path = Path(sweep_dir) / SEARCH
-    if path.exists():
-        old = RD.read_json(path)
-        diffs = [f"{part}: {old.get(part)!r} -> {setup.identity[part]!r}" for part in ("key", "criterion")
-                 if old.get(part) != setup.identity[part]]
-        a, b = old.get("task", {}), setup.identity["task"]
-        diffs += [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b))
-                  if a.get(k) != b.get(k)]
-        if diffs:
-            raise ConfigError(f"hydra.sweep.dir={sweep_dir} holds a threshold search of another configuration "
-                              f"({'; '.join(diffs[:4])}); choose another hydra.sweep.dir")
-    RD.write_json(path, setup.identity)
-    table = Path(sweep_dir) / OUTCOMES
-    return pd.read_csv(table, dtype={"combination": str}) if table.exists() else pd.DataFrame()
 
 
 def _value_string(search: SearchConfig, value) -> str:
@@ -215,7 +196,7 @@ def check_round(config: DictConfig, loader, overrides: List[List[str]], first_nu
 
     names = []
     for num, job in enumerate(overrides, first_num):
-        cfg = loader.load_sweep_config(config, list(job))
+        cfg = load_job_config(loader, config, job)
         with open_dict(cfg):
             cfg.hydra.job.num = cfg.hydra.job.id = num
         where = job_dir(cfg)
@@ -241,19 +222,6 @@ def seed_summaries(ret, n_seeds: int) -> List[dict]:
     return [{"status": "failed", "error": f"the job returned {type(value).__name__}, not {n_seeds} summaries"}] * n_seeds
 
 
-def verdict(summary: dict, criterion: dict) -> Tuple[bool, float]:
-    """(success, metric) of one seed's summary (module doc, Verdicts)."""
-    final = summary.get("final") or {}
-    if criterion["metric"] == "risk_ratio":
-        r0, r = summary.get("risk_init"), final.get("risk_train")
-        value = r / r0 if isinstance(r0, (int, float)) and isinstance(r, (int, float)) and r0 > 0 else math.nan
-    else:
-        value = final.get(criterion["metric"], summary.get(criterion["metric"]))
-        value = float(value) if isinstance(value, (int, float)) else math.nan
-    holds = value <= criterion["value"] if criterion["op"] == "<=" else value >= criterion["value"]
-    return bool(summary.get("status") in RD.FINISHED and math.isfinite(value) and holds), value
-
-
 def _judge_round(setup: Setup, jobs, results, names, first_num: int) -> List[dict]:
     """Outcome rows (module doc, Verdicts) of a launched round."""
     rows = []
@@ -271,14 +239,17 @@ def run_search(sweeper, arguments: List[str]) -> list:
     config, loader = sweeper.config, sweeper.hydra_context.config_loader
     setup = run_check(prepare, sweeper.settings, config, arguments, loader)
     sweep_dir, level = Path(str(config.hydra.sweep.dir)), setup.identity["settings"]["level"]
-    outcomes = run_check(open_store, sweep_dir, setup)
+    outcomes = run_check(read_store, sweep_dir, setup.identity, setup.search.replicas)
     search = ThresholdSearch(setup.search)
-    search.load(outcomes[outcomes.combination.isin(setup.combos)] if len(outcomes) else outcomes)
-    OmegaConf.save(config, sweep_dir / RD.MULTIRUN_YAML)
+    run_check(load_outcomes, search, outcomes[outcomes.combination.isin(setup.combos)] if len(outcomes) else outcomes,
+              sweep_dir)
     num, returns = (int(outcomes.job_num.max()) + 1 if len(outcomes) else 0), []
     while not search.done:
         jobs = round_jobs(setup, search.next_points())
         names = run_check(check_round, config, loader, [j[0] for j in jobs], num)
+        if num == 0 or not (sweep_dir / SEARCH).exists():  # every check passed: now the search writes its files
+            RD.write_json(sweep_dir / SEARCH, setup.identity)
+            OmegaConf.save(config, sweep_dir / RD.MULTIRUN_YAML)
         results = sweeper.launcher.launch([j[0] for j in jobs], initial_job_idx=num)
         rows = _judge_round(setup, jobs, results, names, num)
         search.record(rows)

@@ -1,16 +1,18 @@
-"""A threshold search's tables in its sweep directory: the search's identity, every seed's outcome, every
-point's verdict and every combination's bracket with its threshold estimate. The search
-(threshold_search.py) writes them after every round; the report (cotresnet.report.threshold) reads them.
-Columns: threshold_search.py's module doc."""
+"""A threshold search's tables in its sweep directory: the search's identity, every seed's outcome (a job
+summary's verdict), every point's verdict and every combination's bracket with its threshold estimate. The
+search (threshold_search.py) writes them after every round and reads them back, checked, to resume; the
+report (cotresnet.report.threshold) reads them. Columns: threshold_search.py's module doc."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import pandas as pd
 
+from ..rundir import contract as RD
 from ..rundir.atomic import atomic_write_bytes
 from .threshold import ThresholdSearch
 
@@ -83,3 +85,74 @@ def read_tables(sweep_dir: Path):
     return search, *tables
 
 
+def read_store(sweep_dir: Path, identity: dict, replicas: bool) -> pd.DataFrame:
+    """The stored outcomes of this search (empty for a new one), checked: the directory holds a search of this
+    configuration (threshold_search.json), the outcome table parses, and every row is the verdict of the job
+    summary it came from (a hand-edited verdict would steer the search). A ConfigError names the file."""
+    from ..errors import ConfigError
+
+    path = Path(sweep_dir) / SEARCH
+    if path.exists():
+        try:
+            old = RD.read_json(path)
+        except RD.RunDirError as e:
+            raise ConfigError(f"{e}; remove it, or choose another hydra.sweep.dir") from e
+        diffs = [f"{part}: {old.get(part)!r} -> {identity[part]!r}" for part in ("key", "criterion")
+                 if old.get(part) != identity[part]]
+        a, b = old.get("task", {}), identity["task"]
+        diffs += [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b))
+                  if a.get(k) != b.get(k)]
+        if diffs:
+            raise ConfigError(f"hydra.sweep.dir={sweep_dir} holds a threshold search of another configuration "
+                              f"({'; '.join(diffs[:4])}); choose another hydra.sweep.dir")
+    table = Path(sweep_dir) / OUTCOMES
+    if not table.exists():
+        return pd.DataFrame()
+    fix = f"remove {table} (and the job directories) to start the search again, or choose another hydra.sweep.dir"
+    try:
+        outcomes = pd.read_csv(table, dtype={"combination": str})
+        missing = {"combination", "value", "seed", "success", "status", "job_num", "job"} - set(outcomes.columns)
+        if missing:
+            raise ValueError(f"columns {', '.join(sorted(missing))} are missing")
+        outcomes = outcomes.astype({"value": float, "seed": int, "job_num": int, "job": str})
+        if not outcomes.success.isin([True, False]).all():
+            raise ValueError("'success' holds values that are not true or false")
+    except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{table} is not a threshold search's outcome table ({str(e).splitlines()[0]}); {fix}") from e
+    for i, o in enumerate(outcomes.itertuples(index=False)):
+        job = Path(sweep_dir) / o.job / (f"seed={o.seed}" if replicas else "")
+        try:
+            summary = RD.read_summary(job)
+        except RD.RunDirError as e:
+            raise ConfigError(f"{table} row {i + 2} cannot be checked: {e}; {fix}") from e
+        expected = verdict(summary, identity["criterion"])[0] if summary else False
+        if bool(o.success) != expected or (summary and summary.get("status") != o.status):
+            found = f"{summary.get('status')}, success {expected}" if summary else "no summary: a failure"
+            raise ConfigError(f"{table} row {i + 2} ({o.combination}, value {o.value:g}, seed {o.seed}: "
+                              f"{o.status}, success {bool(o.success)}) disagrees with {job} ({found}): the store "
+                              f"is not its jobs' verdicts; {fix}")
+    return outcomes
+
+
+def load_outcomes(search: ThresholdSearch, outcomes: pd.DataFrame, sweep_dir: Path) -> None:
+    """Replay the stored outcomes; a table the search cannot replay is a ConfigError naming it."""
+    from ..errors import ConfigError
+
+    try:
+        search.load(outcomes)
+    except ValueError as e:
+        raise ConfigError(f"{Path(sweep_dir) / OUTCOMES} cannot be replayed ({e}); remove it to start the search "
+                          "again, or choose another hydra.sweep.dir") from e
+
+
+def verdict(summary: dict, criterion: dict) -> Tuple[bool, float]:
+    """(success, metric) of one seed's summary (module doc, Verdicts)."""
+    final = summary.get("final") or {}
+    if criterion["metric"] == "risk_ratio":
+        r0, r = summary.get("risk_init"), final.get("risk_train")
+        value = r / r0 if isinstance(r0, (int, float)) and isinstance(r, (int, float)) and r0 > 0 else math.nan
+    else:
+        value = final.get(criterion["metric"], summary.get(criterion["metric"]))
+        value = float(value) if isinstance(value, (int, float)) else math.nan
+    holds = value <= criterion["value"] if criterion["op"] == "<=" else value >= criterion["value"]
+    return bool(summary.get("status") in RD.FINISHED and math.isfinite(value) and holds), value

@@ -75,6 +75,11 @@ BAD = [  # (overrides, what the message must name)
     (["optim.geometry=wasserstein"], "model.depth_kernel"), (["optim.geometry=fisher_rao"], "optim.geometry"),
     (["model.depth_kernel=box"], "model.depth_kernel"), (["model.depth_kernel=bump", "model.bandwidth=0"], "model.bandwidth"),
     (["model.depth_kernel=bump", "optim.geometry=wasserstein", "optim.depth_weight=-1"], "optim.depth_weight"),
+    (["model.depth_kernel=gaussian", "model.bandwidth=1e6"], "model.bandwidth=1000000.0"),
+    (["model.bandwidth=2"], "model.bandwidth=2.0"),
+    (["model.integrator=dopri5", "model.rtol=1e-300", "model.atol=1e-300"], "model.rtol"),
+    (["model.integrator=dopri5", "model.dtype=float64", "model.rtol=1e-17"], "model.rtol"),
+    (["name=../../../x"], "name='../../../x'"), (["name=a/b"], "name='a/b'"), (["name=.."], "name='..'"),
     (["model.depth_kernel=bump", "sweep.replicas=['seed=1']"], "sweep.vectorize"),
     (["model.depth_kernel=bump", "trainer.compile=default"], "trainer.compile"),
     (["model.depth_kernel=bump", "model.backprop=recompute"], "model.backprop"),
@@ -116,6 +121,12 @@ BAD_DATA = {  # name: (tensors replacing the good ones, words the message must h
     "inf": ({"y_test": torch.full((5, 2), math.inf)}, ["y_test", "infinity"]),
     "float32_overflow": ({"x_train": torch.full((20, 4), 1e39, dtype=torch.float64)}, ["x_train", "float32", "float64"]),
     "empty": ({"x_train": torch.randn(0, 4), "y_train": torch.randn(0, 2)}, ["empty training set"]),
+    "no_outputs": ({"y_train": torch.randn(20, 0), "y_test": torch.randn(5, 0)}, ["y_train (20, 0)", "one column"]),
+    "no_inputs": ({"x_train": torch.randn(20, 0), "x_test": torch.randn(5, 0)}, ["x_train (20, 0)", "one column"]),
+    "sparse_coo": ({"x_train": torch.randn(20, 4).to_sparse()}, ["x_train", "dense"]),
+    "sparse_csr": ({"y_test": torch.randn(5, 2).to_sparse_csr()}, ["y_test", "dense"]),
+    "classification_text": ({"classification": "yes"}, ["'classification'", "bool", "'yes'"]),
+    "classification_int": ({"classification": 1}, ["'classification'", "bool"]),
 }
 
 
@@ -188,7 +199,7 @@ def test_an_empty_or_uncreatable_run_directory_is_refused_leaving_nothing(tmp_pa
 
     (tmp_path / "file").write_text("")
     for bad in (Path("/proc/cotresnet-test/run"), tmp_path / "file" / "run"):
-        with pytest.raises(ConfigError, match="cannot be created .*paths.root, hydra.run.dir or hydra.sweep.dir"):
+        with pytest.raises(ConfigError, match="(cannot be created|is not a directory).*paths.root, hydra.run.dir"):
             check_creatable(bad)
     check_creatable(tmp_path / "a" / "b")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]  # the probe is gone, nothing was made

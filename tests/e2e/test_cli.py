@@ -16,9 +16,17 @@ from helpers import SMALL, TRAIN, cli
 @pytest.mark.slow
 def test_command_line_refusals_exit_2_with_one_line_and_create_nothing(tmp_path):
     for overrides, field in ([["model.L=0"], "model.L"], [["model.width=3"], "model.width"],
-                             [["+model.actvation=silu"], "model.actvation"], [["-m", "model.M=4,0"], "model.M"]):
+                             [["+model.actvation=silu"], "model.actvation"], [["-m", "model.M=4,0"], "model.M"],
+                             [["-m", "model.L=4,abc"], "model.L"], [["-m", "model.M=4,8", "init.scale_u=0.5,x"], "scale_u"],
+                             [["model.L=${oc.env:COTRESNET_UNSET}"], "COTRESNET_UNSET"],
+                             [["seed=${oc.env:COTRESNET_UNSET,abc}"], "seed"],
+                             [["hparams_search=optuna", "optimized_metric=foo"], "optimized_metric"],
+                             [["hparams_search=optuna", "optimized_metric=null"], "optimized_metric"],
+                             [["hparams_search=optuna", "hydra.sweeper.params.optim.dt=interval(-1,0.5)"], "optim.dt"],
+                             [["hparams_search=optuna", "+hydra.sweeper.params.optim.dtt=interval(0.1,0.5)"], "optim.dtt"]):
         out = tmp_path / "out"
-        r = cli(TRAIN + [*overrides, f"hydra.run.dir={out}", f"hydra.sweep.dir={out}"], cwd=tmp_path)
+        place = [] if overrides[0] == "hparams_search=optuna" else [f"hydra.run.dir={out}"]
+        r = cli(TRAIN + [*overrides, *place, f"hydra.sweep.dir={out}"], cwd=tmp_path)
         lines = [l for l in r.stderr.splitlines() if l.strip()]
         assert r.returncode == 2 and field in r.stderr, (overrides, r.stderr[-800:])
         assert len(lines) <= 2 and lines[0].startswith("cotresnet: invalid configuration:"), r.stderr

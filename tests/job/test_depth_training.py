@@ -65,3 +65,11 @@ def test_the_wasserstein_run_measures_its_own_distance_which_its_path_bounds(tmp
     assert w["final"]["w2_dist_init"] == pytest.approx(exact_w2(cloud(p["final"]), cloud(p["init"])).upper2 ** 0.5,
                                                        rel=1e-12)
     assert w["final"]["w2_dist_init"] > w["final"]["cot_dist_init"]  # the depths' share of the move
+
+
+@pytest.mark.parametrize("weight", ["1e12", "1e6"])
+def test_depths_moved_beyond_their_interval_or_collapsed_are_events_in_the_log_and_the_summary(tmp_path, weight):
+    summary, _ = train(tmp_path, *TASK, f"optim.depth_weight={weight}", "trainer.max_steps=20", "trainer.log_every=5",
+                       "callbacks.kernel_every=0", "callbacks.ot_every=0")
+    events = " ".join(summary["events"])
+    assert "exceeds the depth interval" in events or "collapsed" in events, summary["events"]

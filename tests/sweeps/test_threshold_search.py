@@ -12,7 +12,9 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
+from cotresnet.job.checks import check_job
 from cotresnet.job.resume import Interrupted
+from cotresnet.rundir.contract import IDENTITY, safe_dirname, write_json, write_summary
 from cotresnet.train import CONF_DIR
 from helpers import threshold_tables
 
@@ -41,9 +43,14 @@ class Synthetic:
             raise RuntimeError("synthetic failure")
         # a diverged run's last finite risk is small: its failure comes from the status alone
         out_ = [{"status": st, "risk_init": 1.0, "final": {"risk_train": 0.5 if st == "max_steps" else 1e-4},
-                 "seed": s} for s, st in zip(seeds, statuses)]
+                 "seed": s, "steps": cfg.trainer.max_steps, "flow_time": 1.0} for s, st in zip(seeds, statuses)]
         value = out_ if cfg.sweep.replicas else out_[0]
         (out / "result.json").write_text(json.dumps(value))
+        check = check_job(cfg, out)  # what a cotresnet job leaves: identities and summaries (the store's source)
+        write_json(out / IDENTITY, check.identity)
+        for m, summary in zip(check.members, out_):
+            write_json(m.run_dir / IDENTITY, m.identity)
+            write_summary(m.run_dir, summary)
         self.trained.append(out.name)
         return value
 
@@ -81,8 +88,6 @@ def launches(monkeypatch):
     return sizes
 
 
-
-
 def expected_rounds(lo, hi, ratio):
     """1 round for the ends, then bisections until log(hi/lo) halves below log(ratio)."""
     return 1 + math.ceil(math.log2(math.log2(hi / lo) / math.log2(ratio)))
@@ -111,7 +116,8 @@ def test_float_key_with_a_boundary_below_one_job_per_seed(tmp_path, launches):
     assert b.rounds == expected_rounds(0.01, 10, 1.2) == 7 and b.points == 8
     assert len(task.calls) == b.jobs == 16 and launches == [4] + [2] * 6  # a job per seed
     _, outcomes = threshold_tables(tmp_path / "s")
-    assert all(f"init.scale_u={v:.10g},seed={s}" in j for v, s, j in zip(outcomes.value, outcomes.seed, outcomes.job))
+    assert all(safe_dirname(f"init.scale_u={v:.10g},seed={s}") in j
+               for v, s, j in zip(outcomes.value, outcomes.seed, outcomes.job))
 
 
 def test_seed_dependent_boundaries_per_combination(tmp_path, launches):
@@ -178,6 +184,8 @@ def test_interrupted_search_resumes_without_rerunning_finished_jobs(tmp_path):
     ("seed=0,1", "sets seed itself"),
     ("data.n_train=interval(16,64)", "sweep over lists"),
     ("model.integrator=rk4", "hydra.sweeper.replicas=true"),
+    ("hydra.sweeper.hi=1e12", "model.M"),  # settings that pass, a first round whose jobs cannot run
+    ("data.n_train=0", "data.n_train"),
 ])
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, capsys, override, field):
     task = Synthetic(lambda cfg, s: "converged")
@@ -190,5 +198,33 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, capsys, overrid
 
 
 
+@pytest.mark.parametrize("tamper, words", [
+    ("flip", "disagrees with"), ("garbage", "is not a threshold search's outcome table"),
+    ("drop_column", "columns success are missing"), ("job_gone", "disagrees with"),
+    ("bad_success", "not true or false"),
+])
+def test_a_tampered_outcome_store_is_refused_naming_the_file(tmp_path, capsys, tamper, words):
+    """The store steers a resumed search: flipped verdicts gave M* = 3.64 [0.016, 10.9] for a bracket [32, 35]
+    in the audit, a garbage file an internal error. It is checked against the job summaries it came from."""
+    import shutil
 
-
+    rule = lambda cfg, s: "converged" if cfg.model.M >= 37 else "max_steps"  # noqa: E731
+    search(tmp_path / "s", Synthetic(rule))
+    table = tmp_path / "s" / "threshold_outcomes.csv"
+    outcomes = pd.read_csv(table)
+    if tamper == "flip":
+        outcomes.loc[3, "success"] = not outcomes.loc[3, "success"]
+        outcomes.to_csv(table, index=False)
+    elif tamper == "garbage":
+        table.write_bytes(b"\x00\x01not,a\ncsv\xff")
+    elif tamper == "drop_column":
+        outcomes.drop(columns="success").to_csv(table, index=False)
+    elif tamper == "job_gone":
+        shutil.rmtree(tmp_path / "s" / outcomes.loc[outcomes.success.idxmax(), "job"])
+    else:
+        outcomes.astype({"success": str}).assign(success="yes").to_csv(table, index=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        search(tmp_path / "s", Synthetic(rule))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "threshold_outcomes.csv" in err and words in err, err[-600:]
