@@ -17,8 +17,8 @@ from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from .config.keys import composition_error
 from .config.schema import register
-from .config.validate import composition_error
 from .errors import ConfigError, refuse, run_check
 
 log = logging.getLogger("cotresnet")
@@ -169,7 +169,7 @@ def run(cfg: DictConfig):
         check = _CHECKED.pop(run_dir, None) or check_job(cfg, run_dir)
         action, summaries = execute(check, _context(run_dir))
     except Interrupted as e:
-        draw_run_figures(cfg, e.summaries)
+        draw_run_figures(cfg, e.summaries, in_sweep=_multirun())
         raise
     except ConfigError as e:  # another job took the directory after the first check
         if not _multirun():
@@ -180,7 +180,7 @@ def run(cfg: DictConfig):
         if _multirun():
             return math.inf if cfg.optimized_metric else {"status": "failed"}  # the sweep goes on; the report counts it
         raise
-    draw_run_figures(cfg, summaries, missing_only=action == "done")
+    draw_run_figures(cfg, summaries, missing_only=action == "done", in_sweep=_multirun())
     if action == "done":
         print(f"already done ({check.plan.reason}): {run_dir}")
     else:
@@ -189,16 +189,18 @@ def run(cfg: DictConfig):
     return _returned(cfg, summaries)
 
 
-def draw_run_figures(cfg, summaries: List[dict], missing_only: bool = False) -> None:
-    """The run figures of each member (cfg.plots formats; none for []), drawn after its job; `missing_only`:
-    those a finished run lacks (a job interrupted while drawing)."""
-    if not cfg.plots:
+def draw_run_figures(cfg, summaries: List[dict], missing_only: bool = False, in_sweep: bool = False) -> None:
+    """The run figure of each member, drawn after its job in cfg.plots' formats (null: png for a single run,
+    none for the jobs of a sweep, whose figures live in the sweep report); `missing_only`: only where a
+    finished run lacks it (a job interrupted while drawing)."""
+    formats = list(cfg.plots) if cfg.plots is not None else ([] if in_sweep else ["png"])
+    if not formats:
         return
     from .report.run_figures import missing_figures, plot_run
 
     for s in summaries:
-        if s and s.get("status") != "failed" and not (missing_only and not missing_figures(Path(s["run_dir"]), cfg.plots)):
-            plot_run(Path(s["run_dir"]), (s.get("certificate") or {}).get("certified_radius"), list(cfg.plots))
+        if s and s.get("status") != "failed" and not (missing_only and not missing_figures(Path(s["run_dir"]), formats)):
+            plot_run(Path(s["run_dir"]), formats)
 
 
 def _returned(cfg, summaries: List[dict]):

@@ -182,7 +182,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0: only the final one
     overwrite: bool = False  # replace a different run found in the run directory (its files go first)
     tags: List[str] = field(default_factory=list)
-    plots: List[str] = field(default_factory=lambda: ["png", "pdf"])  # the run's plots' formats; []: none
+    plots: Optional[List[str]] = None  # the run figure's formats; None: png for a single run, none in a sweep
     optimized_metric: Optional[str] = None  # the job returns this final metric (Hydra's optimizing sweepers)
     name: str = "train"
 

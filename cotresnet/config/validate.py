@@ -3,16 +3,12 @@ schema (Hydra's `+key=value` adds them past its struct check), replicas, combina
 A refusal is a ConfigError whose message names the field and what is allowed."""
 from __future__ import annotations
 
-import difflib
 import math
 import re
-import typing
-from dataclasses import is_dataclass
-
-from omegaconf import OmegaConf
 
 from ..errors import ConfigError
 from . import schema as C
+from .keys import resolves_to_its_types, unknown_keys
 
 # lightning.Trainer arguments trainer.extra may not set: the job sets them itself, or they would change
 # the step (which is the flow's) or the stop rule, or ask for several devices
@@ -40,87 +36,10 @@ def _finite(path: str, value, positive: bool) -> None:
         raise ConfigError(f"{path}={value!r} is out of range; it must be a finite number {'>' if positive else '>='} 0")
 
 
-def unknown_keys(cfg, schema=C.TrainConfig, prefix: str = "") -> None:
-    """Keys the schema does not know (Hydra's `+key=value` adds them past its struct check)."""
-    hints = typing.get_type_hints(schema)
-    for key in cfg.keys():
-        path = f"{prefix}{key}"
-        if key == "hydra" and not prefix:
-            continue
-        if key not in hints:
-            near = difflib.get_close_matches(str(key), list(hints), n=1)
-            raise ConfigError(f"{path} is not a configuration key{f'; did you mean {prefix}{near[0]}' if near else ''} "
-                              f"(keys here: {', '.join(hints)})")
-        sub = _dataclass_of(hints[key])
-        if sub is not None and OmegaConf.is_dict(cfg[key]):
-            unknown_keys(cfg[key], sub, f"{path}.")
-    gone = [k for k in hints if k not in cfg and typing.get_origin(hints[k]) is not typing.ClassVar]
-    if gone and not (prefix == "" and gone == ["hydra"]):
-        raise ConfigError(f"{prefix}{gone[0]} was deleted (~{prefix}{gone[0]}); every key of the schema needs a "
-                          f"value: set {prefix}{gone[0]}=<value> instead")
-
-
-def near_key(path: str):
-    """The schema key nearest to a misspelt dotted `path` (None when nothing is close)."""
-    schema, parts = C.TrainConfig, path.split(".")
-    for i, part in enumerate(parts):
-        hints = typing.get_type_hints(schema)
-        if part not in hints:
-            near = difflib.get_close_matches(part, list(hints), n=1)
-            return ".".join(parts[:i] + near) if near else None
-        schema = _dataclass_of(hints[part])
-        if schema is None:
-            return None
-    return None
-
-
-def refusal_hint(message: str) -> str:
-    """What to type instead, for Hydra's own refusals: a misspelt key, a list key given one value, an
-    extra Trainer option without its +."""
-    misspelt = re.match(r"Could not override '([^']+)'", message)
-    if misspelt and misspelt.group(1).startswith("trainer.extra."):
-        return f"; add Trainer options with a +: +{misspelt.group(1)}=<value>"
-    near = near_key(misspelt.group(1)) if misspelt else None
-    if near:
-        return f"; did you mean {near}"
-    single = re.match(r"Error merging override ([\w.]+)=(\S+) .*not a ListConfig", message)
-    return f"; {single.group(1)} takes a list: {single.group(1)}=[{single.group(2)}]" if single else ""
-
-
-def composition_error(e: Exception) -> ConfigError:
-    """Hydra's or OmegaConf's refusal to compose (a misspelt key, a wrong type, a sweep value of the wrong type,
-    an unset interpolation) as one line naming the key, with what to type instead."""
-    parts = [str(e).splitlines()[0]] + ([str(e.__cause__).splitlines()[0]] if e.__cause__ else [])
-    message = " ".join(p for p in parts if p and not p.startswith("To append"))
-    return ConfigError(message + refusal_hint(message))
-
-
-def _resolves_to_its_types(cfg) -> None:
-    """Every interpolation resolves (an unset ${oc.env:...}), to a value of its key's type (an interpolation
-    is typed only when it resolves): the user's input, refused naming the key before any value is read."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    from ..errors import input_error
-
-    try:
-        values = OmegaConf.to_container(cfg, resolve=True)
-        values.pop("hydra", None)
-        OmegaConf.merge(OmegaConf.structured(C.TrainConfig), values)
-    except OmegaConfBaseException as e:
-        raise ConfigError(input_error(e)) from e
-
-
-def _dataclass_of(tp):
-    for t in (tp, *typing.get_args(tp)):
-        if is_dataclass(t):
-            return t
-    return None
-
-
 def validate(cfg) -> None:
     """Check every value a type cannot check. Raises ConfigError naming the field."""
     unknown_keys(cfg)
-    _resolves_to_its_types(cfg)
+    resolves_to_its_types(cfg)
     _validate_model(cfg.model)
     i, d, o, t, c = cfg.init, cfg.data, cfg.optim, cfg.trainer, cfg.callbacks
     _choice("init.scheme", i.scheme, C.INIT_SCHEMES)
@@ -147,7 +66,7 @@ def validate(cfg) -> None:
         raise ConfigError(f"name={cfg.name!r} is not allowed; it names the sweep directory: use 1-64 letters, digits, "
                           "'.', '_', '+' or '-' (no path separator), starting with a letter or a digit")
     _at_least("seed", cfg.seed, 0, C.SEED_MAX)
-    for fmt in cfg.plots:
+    for fmt in cfg.plots or []:
         _choice("plots", fmt, C.PLOT_FORMATS)
     if cfg.optimized_metric is not None:
         from ..rundir.contract import COLUMNS, SUMMARY_METRICS

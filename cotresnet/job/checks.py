@@ -23,19 +23,35 @@ def check_device(cfg) -> None:
                               "(torch.cuda.is_available() is False); use trainer=cpu")
 
 
-def check_config(cfg):
-    """Every check of one configuration that needs no run directory; returns its (float64) dataset."""
+def check_config(cfg, datasets: Optional[dict] = None):
+    """Every check of one configuration that needs no run directory; returns its (float64) dataset.
+    `datasets`: those already loaded by data configuration (the replicas of a job mostly share one)."""
+    import json
+
     import torch
+    from omegaconf import OmegaConf
 
     from ..data import load_dataset
 
     validate(cfg)
     check_memory(cfg, cfg.data.n_train if cfg.data.name == "teacher" else 0)
-    dataset = load_dataset(cfg.data, getattr(torch, cfg.model.dtype))
+    key = json.dumps([OmegaConf.to_container(cfg.data, resolve=True), cfg.model.dtype], sort_keys=True)
+    if datasets is None or key not in datasets:
+        loaded = load_dataset(cfg.data, getattr(torch, cfg.model.dtype))
+        if datasets is None:
+            datasets = {}
+        datasets[key] = (loaded, _digest(loaded))
+    dataset = datasets[key][0]
     validate_against_data(cfg, dataset.d_in, dataset.d_out, dataset.n_train)
     check_kernel_memory(cfg, dataset.n_train, dataset.d_out)
     check_device(cfg)
     return dataset
+
+
+def _digest(dataset) -> str:
+    from ..rundir.ownership import data_digest
+
+    return data_digest(dataset.tensors())
 
 
 def available_memory() -> int:
@@ -124,13 +140,14 @@ def check_job(cfg, run_dir: Path) -> JobCheck:
     run_dir = Path(run_dir).absolute()
     validate(cfg)
     check_creatable(run_dir)
-    members = []
+    members, datasets = [], {}
     for replica in cfg.sweep.replicas or [None]:
         rc = replica_config(cfg, replica) if replica else cfg
-        ds = check_config(rc)
+        ds = check_config(rc, datasets)
+        digest = next(d for loaded, d in datasets.values() if loaded is ds)
         rd = run_dir / replica_dirname(replica) if replica else run_dir
-        members.append(Member(rc, ds, rd, O.identity(rc, O.data_digest(ds.tensors()),
-                                                     kernel_samples(rc.callbacks, ds.n_train, ds.d_out)), replica))
+        members.append(Member(rc, ds, rd, O.identity(rc, digest, kernel_samples(rc.callbacks, ds.n_train, ds.d_out)),
+                              replica))
     ident = O.job_identity([m.identity for m in members]) if cfg.sweep.replicas else members[0].identity
     check = replan(JobCheck(cfg, run_dir, members, ident, None))
     check_writable(check)

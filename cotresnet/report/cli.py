@@ -82,3 +82,25 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def plot_main(argv=None) -> int:
+    """cotresnet-plot RUN_DIR [RUN_DIR ...] [--format png pdf svg]: draw runs' figures (plots/run.<format>)."""
+    from .run_figures import plot_run
+
+    ap = argparse.ArgumentParser(prog="cotresnet-plot", description=plot_main.__doc__.split(": ", 1)[1])
+    ap.add_argument("run_dirs", type=Path, nargs="+")
+    ap.add_argument("--format", nargs="+", default=["png"], choices=["png", "pdf", "svg"])
+    args = ap.parse_args(argv)
+    bad = [d for d in args.run_dirs if not (d / RD.METRICS).is_file()]
+    if bad:
+        print(f"cotresnet-plot: {bad[0]} is not a run directory ({RD.METRICS} is missing)", file=sys.stderr)
+        return 2
+    for d in args.run_dirs:
+        try:
+            for path in plot_run(d, args.format):
+                print(path)
+        except RD.RunDirError as e:
+            print(f"cotresnet-plot: {e}", file=sys.stderr)
+            return 2
+    return 0

@@ -1,122 +1,186 @@
-"""The run directory's plots (PNG and PDF), drawn from metrics.csv and spectrum.csv."""
+"""A run's figure: one page of panels from its metrics.csv, spectrum.csv, depths.csv and summary.json, with the
+theory's curves drawn against the measurements (the flow's prediction of the risk, the certificate's
+guaranteed decay and rate, the kernel bound of the P-Ł ratio, the certified region's limits).
+
+    plots/run.png        (and run.pdf / run.svg when asked: `plots=[png,pdf]`, `cotresnet-plot --format pdf`)
+
+A single run draws it once its job ends; the jobs of a sweep draw none by default (the sweep report is where
+a study's figures live): `cotresnet-plot RUN_DIR` draws any run's on demand.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
+
+import numpy as np
 
 from ..rundir import contract as RD
-from .style import colours, save_figure, subplots
+from .style import DOUBLE, colours, label, save_figure, spans_decades, styled, subplots
 
-TIME = "flow time t"
-
-
-def _curves(ax, df, columns, labels, styles=None) -> bool:
-    """Draw the finite positive points of each column against flow time (log y); True if any."""
-    drawn = False
-    for c, lab in zip(columns, labels):
-        if c not in df:
-            continue
-        sub = df[["flow_time", c]].dropna()
-        sub = sub[sub[c] > 0]
-        if len(sub):
-            ax.plot(sub["flow_time"], sub[c], (styles or {}).get(c, "-"), label=lab, marker="." if len(sub) < 30 else None)
-            drawn = True
-    ax.set_xlabel(TIME)
-    if drawn:
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "nothing logged", ha="center", va="center", transform=ax.transAxes)
-    return drawn
-
-
-def _spectrum(ax, run_dir: Path) -> None:
-    """The residual's energy share per decade of K's eigenvalues, at each kernel step (stacked)."""
-    try:
-        sp = RD.read_table(run_dir, RD.SPECTRUM)
-    except RD.RunDirError:
-        sp = None
-    if sp is None or sp.empty:
-        ax.text(0.5, 0.5, "no kernel steps", ha="center", va="center", transform=ax.transAxes)
-        return
-    table = sp.pivot_table(index="flow_time", columns="decade", values="residual_share", aggfunc="sum").fillna(0.0)
-    order = sorted((c for c in table.columns if c != "unresolved"), key=float) + \
-        (["unresolved"] if "unresolved" in table.columns else [])
-    cmap = colours("viridis", max(len(order), 2))
-    bottom = 0.0
-    for i, dec in enumerate(order):
-        label = "below resolution" if dec == "unresolved" else f"[1e{int(float(dec))}, 1e{int(float(dec)) + 1})"
-        ax.bar(range(len(table)), table[dec], bottom=bottom, color="0.6" if dec == "unresolved" else cmap(i), label=label)
-        bottom = bottom + table[dec]
-    ax.set_xticks(range(len(table)), [f"{t:.3g}" for t in table.index], rotation=45, fontsize=7)
-    ax.set_xlabel(f"{TIME} at kernel steps")
-    ax.set_ylabel("share of |r|^2")
-    ax.legend(fontsize=7, title="eigenvalues of K", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-
-
-FIGURES = ("risk", "pl_ratio", "lambda_min", "distance", "residual_spectrum")
+FIGURE = "run"
+TIME = r"flow time $t$"
 
 
 def missing_figures(run_dir: Path, formats) -> List[str]:
-    """The run figures (name.format) a run directory lacks."""
-    names = FIGURES + (("depths",) if (Path(run_dir) / RD.DEPTHS).exists() else ())
-    return [f"{n}.{f}" for n in names for f in formats if not (Path(run_dir) / RD.PLOTS / f"{n}.{f}").exists()]
+    """The run figure's files (run.<format>) a run directory lacks."""
+    return [f"{FIGURE}.{f}" for f in formats if not (Path(run_dir) / RD.PLOTS / f"{FIGURE}.{f}").exists()]
 
 
-def plot_run(run_dir: Path, certified_radius: Optional[float] = None, formats=("png", "pdf")) -> List[Path]:
-    """plots/{risk, pl_ratio, lambda_min, distance, residual_spectrum[, depths]} in each format; returns the paths."""
-    run_dir = Path(run_dir)
-    df = RD.read_table(run_dir)
-    out = run_dir / RD.PLOTS
-    out.mkdir(exist_ok=True)
-    specs = [
-        ("risk", "risk and its flow-fidelity prediction L(0) exp(-int G/L dt)",
-         ["risk_train", "risk_test", "risk_predicted"], ["train", "test", "predicted by the flow"], {"risk_predicted": "--"}),
-        ("pl_ratio", "P-L ratio G/L and its kernel lower bound 2 lambda_min(K)/n",
-         ["pl_ratio", "pl_ratio_probe", "pl_lower_bound"], ["G/L (train)", "G/L (kernel set)", "2 lambda_min(K)/n"],
-         {"pl_lower_bound": "--"}),
-        ("lambda_min", "smallest kernel eigenvalues (dotted: their resolution)",
-         ["lambda_min_tangent", "lambda_min_feature", "lambda_min_tangent_resolution", "lambda_min_feature_resolution"],
-         ["tangent K", "feature K_l (min over layers)", "resolution of K", "resolution of K_l"],
-         {"lambda_min_tangent_resolution": ":", "lambda_min_feature_resolution": ":"}),
-        ("distance", "distance to the initialization (COT metric)",
-         ["path_length", "cot_dist_init_upper", "cot_dist_init", "cot_dist_init_lower"],
-         ["path length", "identity coupling (upper)", "W_COT exact", "layer means (lower)"], None),
-    ]
-    written = []
-    for name, title, cols, labels, styles in specs:
-        fig, ax = subplots(figsize=(6.4, 4.2))
-        _curves(ax, df, cols, labels, styles)
-        if name == "distance" and certified_radius:
-            ax.axhline(certified_radius, color="k", ls=":", label=f"certified radius R0 = {certified_radius:.3g}")
-            ax.set_yscale("log")
-            ax.legend(fontsize=8)
-        ax.set_title(title, fontsize=10)
-        written += save_figure(fig, out / name, formats)
-    fig, ax = subplots(figsize=(7.6, 4.2))
-    _spectrum(ax, run_dir)
-    ax.set_title("where the residual lives in the tangent kernel's spectrum", fontsize=10)
-    written += save_figure(fig, out / "residual_spectrum", formats)
-    if (run_dir / RD.DEPTHS).exists():
-        fig, ax = subplots(figsize=(6.4, 4.2))
-        depth_histograms(ax, RD.read_table(run_dir, RD.DEPTHS))
-        written += save_figure(fig, out / "depths", formats)
-    return written
+def _read(run_dir: Path, name: str):
+    try:
+        return RD.read_table(run_dir, name)
+    except RD.RunDirError:
+        return None
 
 
-def depth_histograms(ax, depths) -> None:
-    """Depth-mobile particles: the share of particles per depth bin (colour) over flow time."""
-    from matplotlib.colors import Normalize
+def _series(ax, df, column: str, text: str, style: str = "-", **kw) -> bool:
+    """The finite positive values of a column against flow time: a line where it is logged at every row,
+    markers alone where it is measured at a few steps (no line pretends to know what lies between)."""
+    if df is None or column not in df:
+        return False
+    sub = df[["flow_time", column]].dropna()
+    sub = sub[sub[column] > 0]
+    if sub.empty:
+        return False
+    sparse = len(sub) < 0.5 * len(df) or len(sub) < 8
+    ax.plot(sub["flow_time"], sub[column], "o" if sparse else style, label=text, **kw)
+    return True
 
-    if depths.empty:
-        ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+
+def _risk(ax, m, s) -> None:
+    _series(ax, m, "risk_train", "training")
+    _series(ax, m, "risk_test", "test", color="tab:orange")
+    _series(ax, m, "risk_predicted", r"flow: $\mathcal{L}(0)\,e^{-\int G/\mathcal{L}}$", "--", color="k", lw=0.8)
+    c = s.get("certificate") or {}
+    if c.get("c0") and s.get("risk_init"):
+        t = np.linspace(0.0, float(m["flow_time"].max()), 50)
+        ax.plot(t, s["risk_init"] * np.exp(-c["c0"] * t), ":", color="tab:red", lw=1.0,
+                label=r"certified: $\mathcal{L}(0)\,e^{-c_0 t}$" + ("" if c.get("inside_theory") else " (no theorem)"))
+    ax.set_yscale("log")
+    ax.set_ylabel(r"risk $\mathcal{L}$")
+    ax.set_title("(a) risk and its predictions")
+
+
+def _pl(ax, m, s) -> None:
+    _series(ax, m, "pl_ratio", r"$G/\mathcal{L}$")
+    _series(ax, m, "pl_lower_bound", r"kernel bound $2\lambda_{\min}(K)/n$", color="tab:red")
+    c = s.get("certificate") or {}
+    if c.get("c0"):
+        ax.axhline(c["c0"], ls=":", color="tab:red", lw=1.0, label=r"certified rate $c_0$")
+    ax.set_yscale("log")
+    ax.set_ylabel(r"P-Ł ratio $G/\mathcal{L}$")
+    ax.set_title("(b) Polyak-Łojasiewicz ratio")
+
+
+def _eigenvalues(ax, m) -> None:
+    drawn = _series(ax, m, "lambda_min_tangent", r"$\lambda_{\min}(K)$")
+    drawn |= _series(ax, m, "lambda_min_feature", r"$\min_l\lambda_{\min}(K_l)$", color="tab:green")
+    for col, colour in (("lambda_min_tangent_resolution", "tab:blue"), ("lambda_min_feature_resolution", "tab:green")):
+        if m is not None and col in m and m[col].notna().any():
+            sub = m[["flow_time", col]].dropna()
+            ax.fill_between(sub["flow_time"], 0, sub[col], color=colour, alpha=0.12, lw=0)
+    if m is not None and "lambda_min_feature" in m and (m["lambda_min_feature"] == 0).any():
+        ax.text(0.02, 0.04, r"$\lambda_{\min}(K_l) = 0$ exactly: $M < n$", transform=ax.transAxes, fontsize=6.5)
+    if drawn:
+        ax.set_yscale("log")
+        ax.plot([], [], "s", color="0.8", label="below: unresolved")
+    ax.set_ylabel("smallest eigenvalue")
+    ax.set_title("(c) kernels (shaded: resolution)")
+
+
+def _distance(ax, m, s) -> None:
+    _series(ax, m, "path_length", "path length")
+    if m is not None and "cot_dist_init_upper" in m:
+        sub = m[["flow_time", "cot_dist_init_lower", "cot_dist_init_upper"]].dropna()
+        exact = m[["flow_time", "cot_dist_init"]].dropna() if "cot_dist_init" in m else sub.iloc[:0]
+        if len(exact):
+            ax.plot(exact["flow_time"], exact["cot_dist_init"], "o", color="tab:purple", label=label("cot_dist_init"))
+        rest = sub[~sub["flow_time"].isin(exact["flow_time"])]
+        if len(rest):
+            mid = (rest["cot_dist_init_lower"] + rest["cot_dist_init_upper"]) / 2
+            ax.errorbar(rest["flow_time"], mid, yerr=[mid - rest["cot_dist_init_lower"], rest["cot_dist_init_upper"] - mid],
+                        fmt="none", color="tab:purple", capsize=2, label=r"$W_{\mathrm{COT}}$ bracket")
+    _series(ax, m, "w2_dist_init", r"$W_2$ on $(\sqrt{\kappa}\,s, \theta)$", color="tab:brown")
+    c = s.get("certificate") or {}
+    radius = f" ($R_0$ = {c['certified_radius']:.2g})" if c.get("certified_radius") else ""
+    if m is not None and "path_length" in m and spans_decades(m["path_length"].iloc[1:], 2):
+        ax.set_yscale("log")
+    ax.set_ylabel(r"distance to $\mu_0$")
+    ax.set_title(r"(d) transport from $\mu_0$" + radius)
+
+
+def _region(ax, m) -> None:
+    """The certified region's two conditions against their limits."""
+    drawn = _series(ax, m, "path_over_radius", r"path$/R_0$ (< 1)")
+    drawn |= _series(ax, m, "lambda_ratio", r"$\lambda_{\min}(K(\mu_t))/\lambda_{\min}(K(\mu_0))$ ($\geq 1/2$)",
+                     color="tab:green")
+    if drawn:
+        ax.axhline(1.0, ls=":", color="tab:blue", lw=0.8)
+        ax.axhline(0.5, ls=":", color="tab:green", lw=0.8)
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no certificate: $\\lambda_{\\min}(K(\\mu_0))$\nnot resolved or not measured",
+                ha="center", va="center", transform=ax.transAxes, fontsize=7)
+    ax.set_title("(e) the certified region")
+
+
+def _spectrum(ax, sp) -> None:
+    """The residual's share of |r|^2 per decade of K's eigenvalues, at each kernel step (stacked)."""
+    if sp is None or sp.empty:
+        ax.text(0.5, 0.5, "kernels not measured", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+        ax.set_title("(f) where the residual lives")
         return
+    table = sp.pivot_table(index="flow_time", columns="decade", values="residual_share", aggfunc="sum").fillna(0.0)
+    order = sorted((c for c in table.columns if c != "unresolved"), key=float)
+    cmap, bottom = colours("viridis", len(order)), np.zeros(len(table))
+    for i, dec in enumerate(order + (["unresolved"] if "unresolved" in table.columns else [])):
+        colour = "0.75" if dec == "unresolved" else cmap(i)
+        text = "unresolved" if dec == "unresolved" else f"$[10^{{{int(float(dec))}}}, 10^{{{int(float(dec)) + 1}}})$"
+        ax.bar(range(len(table)), table[dec], bottom=bottom, color=colour, label=text, width=0.7)
+        bottom = bottom + table[dec].to_numpy()
+    ax.set_xticks(range(len(table)), [f"{t:.3g}" for t in table.index], rotation=45 if len(table) > 5 else 0)
+    ax.set_xlabel(r"$t$ at kernel steps")
+    ax.set_ylabel(r"share of $\|r\|^2$")
+    ax.legend(title=r"eigenvalues of $K$", title_fontsize=6.5, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("(f) where the residual lives")
+
+
+def _depths(ax, depths) -> None:
+    """Depth-mobile particles: the share of particles per depth bin over flow time."""
     table = depths.pivot_table(index="bin_lo", columns="flow_time", values="count", aggfunc="sum")
     share = table / table.sum(axis=0)
     times = list(share.columns)
-    im = ax.imshow(share.values, origin="lower", aspect="auto", cmap="magma", norm=Normalize(0, share.values.max()),
+    im = ax.imshow(share.values, origin="lower", aspect="auto", cmap="magma",
                    extent=(times[0], times[-1] if len(times) > 1 else times[0] + 1, 0, 1))
-    ax.figure.colorbar(im, ax=ax, label="share of particles per depth bin")
+    ax.figure.colorbar(im, ax=ax, label="share of particles")
     ax.set_xlabel(TIME)
-    ax.set_ylabel("depth s")
-    ax.set_title("depth marginal over flow time (uniform: every layer keeps its mass)", fontsize=10)
+    ax.set_ylabel("depth $s$")
+    ax.set_title("(g) depth marginal (uniform: a ResNet)")
+
+
+@styled
+def plot_run(run_dir: Path, formats=("png",)) -> List[Path]:
+    """plots/run.<format> for each format; returns the paths."""
+    run_dir = Path(run_dir)
+    m, sp, depths = _read(run_dir, RD.METRICS), _read(run_dir, RD.SPECTRUM), _read(run_dir, RD.DEPTHS)
+    summary = RD.read_summary(run_dir) or {}
+    rows = 3 if depths is not None and not depths.empty else 2
+    fig, axes = subplots(rows, 3, width=DOUBLE, height=2.7 * rows)
+    panels = [lambda a: _risk(a, m, summary), lambda a: _pl(a, m, summary), lambda a: _eigenvalues(a, m),
+              lambda a: _distance(a, m, summary), lambda a: _region(a, m), lambda a: _spectrum(a, sp)]
+    for ax, draw in zip(axes.flat, panels):
+        draw(ax)
+        if ax.get_xlabel() == "":
+            ax.set_xlabel(TIME)
+        if ax is not axes.flat[5] and ax.get_legend_handles_labels()[1]:  # below the axes, never over the data
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=6, handlelength=1.5,
+                      columnspacing=0.8)
+    if rows == 3:
+        _depths(axes[2, 0], depths)
+        for ax in axes[2, 1:]:
+            ax.set_visible(False)
+    status = summary.get("status", "running")
+    fig.suptitle(f"{run_dir.name}: {status}, {summary.get('steps', '?')} steps, $t$ = {summary.get('flow_time', 0):.4g}",
+                 fontsize=8, x=0.01, ha="left")
+    fig.subplots_adjust(left=0.07, right=0.86, top=1 - 0.25 / rows, bottom=0.42 / rows, hspace=0.95, wspace=0.42)
+    return save_figure(fig, run_dir / RD.PLOTS / FIGURE, formats, tight=False)

@@ -1,32 +1,51 @@
-"""One style for every figure of a report: how a metric is labelled, how an unfinished job is marked, when an
-axis is logarithmic."""
+"""One paper style for every figure cotresnet draws (run figures, sweep report, threshold and study figures):
+labels in the paper's symbols (mathtext), how an unfinished job is marked, when an axis is logarithmic,
+one-column and two-column sizes, atomic saving in the formats asked for. No pyplot: a notebook's backend
+stays as it is."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 
 # how each unfinished status is marked: (marker, colour, legend label)
 MARKS = {"diverged": ("^", "tab:red", "diverged"), "failed": ("X", "black", "failed"),
          "corrupt": ("X", "black", "failed"), "incomplete": ("o", "0.55", "incomplete"),
-         "interrupted": ("o", "0.55", "incomplete")}
+         "interrupted": ("o", "0.55", "incomplete"), "max_steps": ("o", "tab:blue", "step budget"),
+         "converged": ("*", "tab:green", "converged")}
+# metrics and configuration keys in the paper's symbols
 LABELS = {
-    "log10_risk_ratio": "log10(final risk / initial risk)", "risk_train": "training risk (1/2 mean squared error)",
-    "risk_test": "test risk (1/2 mean squared error)", "min_pl_ratio": "min P-L ratio G/L (1 / flow time)",
-    "pl_ratio": "P-L ratio G/L (1 / flow time)", "lambda_min_tangent_init": "lambda_min of K at init",
-    "lambda_min_tangent": "lambda_min of K (final)", "lambda_min_feature": "lambda_min of K_l (min over layers)",
-    "lambda_min_feature_mean": "lambda_min of K_l (mean over layers)",
-    "lambda_min_feature_init": "lambda_min of K_l at init (min over layers)", "path_over_radius": "path length / R0",
-    "accuracy_test": "test accuracy (fraction)", "accuracy_train": "training accuracy (fraction)",
-    "cot_dist_init": "W_COT(mu_t, mu_0)", "wall_time_s": "wall time (s)", "c0": "certified rate c0 (1 / flow time)",
-    "flow_time": "flow time t", "depth_w2_uniform": "W_2(depth marginal, uniform)",
-    "depth_effective_layers": "effective number of layers", "depth_max_gap": "largest depth gap",
+    "log10_risk_ratio": r"$\log_{10}\,\mathcal{L}(t)/\mathcal{L}(0)$", "risk_train": r"training risk $\mathcal{L}$",
+    "risk_test": r"test risk", "risk_init": r"initial risk $\mathcal{L}(0)$",
+    "min_pl_ratio": r"$\min_t\, G/\mathcal{L}$", "pl_ratio": r"P-Ł ratio $G/\mathcal{L}$",
+    "lambda_min_tangent_init": r"$\lambda_{\min}(K(\mu_0))$", "lambda_min_tangent": r"$\lambda_{\min}(K(\mu_t))$",
+    "lambda_min_feature": r"$\min_l \lambda_{\min}(K_l)$", "lambda_min_feature_mean": r"mean$_l\,\lambda_{\min}(K_l)$",
+    "lambda_min_feature_init": r"$\min_l \lambda_{\min}(K_l(\mu_0))$", "path_over_radius": r"path length $/\,R_0$",
+    "accuracy_test": "test accuracy", "accuracy_train": "training accuracy",
+    "cot_dist_init": r"$W_{\mathrm{COT}}(\mu_t, \mu_0)$", "wall_time_s": "wall time (s)",
+    "c0": r"certified rate $c_0$", "flow_time": r"flow time $t$", "depth_w2_uniform": r"$W_2$(depths, uniform)",
+    "depth_effective_layers": "effective layers", "depth_max_gap": "largest depth gap",
+    "path_length": "path length", "grad_norm2": r"$G$", "certified_radius": r"certified radius $R_0$",
+    "observed_factor": r"$\mathcal{L}(t)/\mathcal{L}(0)$", "guaranteed_factor": r"$e^{-c_0 t}$",
+    "model.L": r"depth $L$", "model.M": r"width $M$", "model.d": r"state dimension $d$",
+    "init.scale_u": r"initial scale $s_u$", "init.scale_w": r"initial scale $s_w$", "init.scale_b": r"initial scale $s_b$",
+    "optim.dt": r"step $\Delta t$", "data.n_train": r"samples $N$", "optim.depth_weight": r"depth weight $\kappa$",
+    "model.activation": r"activation $\sigma$", "optim.geometry": "geometry", "seed": "seed",
+    "data.teacher.scale": "teacher scale", "optim.parameterization": "parameterization", "data": "dataset",
+    "model.bandwidth": r"bandwidth $h$", "model.integrator": "integrator",
 }
+# sizes in inches: a column and a page of a two-column paper
+SINGLE, DOUBLE = 3.4, 7.0
+PAPER_RC = {"font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 6.5,
+            "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
+            "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False, "savefig.dpi": 150,
+            "mathtext.fontset": "dejavusans", "axes.titlelocation": "left"}
 
 
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
+def label(name: str) -> str:
+    """A metric's or a configuration key's label in the paper's symbols (the name itself when unknown)."""
+    return LABELS.get(name, name)
 
 
 def spans_decades(values, decades: float) -> bool:
@@ -35,12 +54,27 @@ def spans_decades(values, decades: float) -> bool:
     return len(v) > 1 and (v > 0).all() and v.max() / v.min() > 10**decades
 
 
-def subplots(*args, **kwargs):
-    """(figure, axes) like pyplot.subplots, without pyplot: no backend is chosen (a notebook's stays as it
-    is) and nothing is kept alive after the figure is saved."""
+def styled(draw):
+    """Run a function that draws figures under the paper style (matplotlib reads its rc settings when an
+    artist is made, so the whole drawing runs inside the style, not only the figure's creation)."""
+    import functools
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context(PAPER_RC):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def subplots(*args, width: float = SINGLE, height: float = None, **kwargs):
+    """(figure, axes) like pyplot.subplots, without pyplot: no backend is chosen and nothing is kept alive
+    after the figure is saved. `width`: SINGLE or DOUBLE (or inches). Draw inside `styled`."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=kwargs.pop("figsize", None))
+    fig = Figure(figsize=kwargs.pop("figsize", (width, height or 0.75 * width)))
     return fig, fig.subplots(*args, **kwargs)
 
 
@@ -51,17 +85,36 @@ def colours(name: str, n: int):
     return matplotlib.colormaps[name].resampled(max(n, 2))
 
 
-def save_figure(fig, stem: Path, formats=("png",), dpi: int = 110) -> List[Path]:
-    """The figure as stem.<format> for each format, each written atomically; returns the paths."""
+def log_ticks(ax, values: Sequence[float], which: str = "x") -> None:
+    """A log axis with a tick at each swept value (and no minor ticks): the values a reader looks for."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis.set_major_locator(FixedLocator(sorted(values)))
+    axis.set_major_formatter(__import__("matplotlib").ticker.FixedFormatter([f"{v:g}" for v in sorted(values)]))
+    axis.set_minor_locator(NullLocator())
+
+
+def outside_legend(ax, **kwargs) -> None:
+    """The legend beside the axes, never over the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if labels:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def save_figure(fig, stem: Path, formats=("png",), tight: bool = True) -> List[Path]:
+    """The figure as stem.<format> for each format (png, pdf, svg: vector output on request), each written
+    atomically; returns the paths. `tight`: crop to the drawn artists (one more layout pass; a figure laid
+    out by hand skips it)."""
     import io
 
     from ..rundir.atomic import atomic_write_bytes
 
-    fig.tight_layout()
     paths = []
     for ext in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=dpi)
+        fig.savefig(buf, format=ext, **({"bbox_inches": "tight"} if tight else {}))
         path = Path(stem).parent / f"{Path(stem).name}.{ext}"
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)

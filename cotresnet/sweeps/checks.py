@@ -66,7 +66,8 @@ def check_search_space(config: DictConfig) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf.errors import OmegaConfBaseException
 
-    from ..config.validate import near_key, validate
+    from ..config.keys import near_key
+    from ..config.validate import validate
     from ..job.checks import check_config
     from .expand import task_config
 

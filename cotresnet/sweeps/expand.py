@@ -25,7 +25,7 @@ def load_job_config(loader, config: DictConfig, overrides) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from ..config.validate import composition_error
+    from ..config.keys import composition_error
 
     try:
         return loader.load_sweep_config(config, list(overrides))

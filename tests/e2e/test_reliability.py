@@ -131,5 +131,5 @@ def test_divergence_at_step_0_is_recorded_with_the_plots_of_what_exists(tmp_path
     summary, run = train_small(tmp_path / "run", "init.scale_u=1e30", "trainer.max_steps=10", "plots=[png]")
     assert summary["status"] == "diverged" and summary["steps"] == 0 and summary["diverged_at"] == 0
     assert summary["final"] == {} and summary["risk_init"] is None
-    assert (run / "plots" / "risk.png").is_file() and (run / "particles.pt").is_file()
+    assert (run / "plots" / "run.png").is_file() and (run / "particles.pt").is_file()
     assert pd.read_csv(run / "metrics.csv").empty

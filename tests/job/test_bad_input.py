@@ -108,12 +108,12 @@ def test_a_read_only_finished_run_is_reported_done_and_another_run_there_is_refu
 
 def test_a_rerun_draws_the_figures_an_interrupted_job_did_not_and_removes_its_stale_temporaries(tmp_path):
     summary, run = train_small(tmp_path / "run", "trainer.max_steps=3", "plots=[png]")
-    (run / "plots" / "risk.png").unlink()  # killed while drawing
+    (run / "plots" / "run.png").unlink()  # killed while drawing
     stale = [run / "checkpoints" / ".last.ckpt.k3j2h1g0.tmp", run / ".summary.json.a8b7c6d5.tmp"]
     for p in stale:
         p.write_bytes(b"partial")
     train_small(run, "trainer.max_steps=3", "plots=[png]", action="done")
-    assert (run / "plots" / "risk.png").is_file()
+    assert (run / "plots" / "run.png").is_file()
     train_small(run, "trainer.max_steps=4", "plots=[png]", action="resume")  # a job that owns the directory
     assert not any(p.exists() for p in stale)
 

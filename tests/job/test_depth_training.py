@@ -45,7 +45,7 @@ def test_cot_keeps_every_depth_and_wasserstein_drifts_the_marginal(tmp_path):
     assert w["final"]["depth_w2_uniform"] > 1.5 * grid and w["final"]["depth_effective_layers"] < 3.5
     depths = pd.read_csv(w_dir / "depths.csv")
     assert set(depths.groupby("step")["count"].sum()) == {4 * 8}  # every row's histogram holds all J particles
-    assert (w_dir / "plots" / "depths.png").is_file()
+    assert (w_dir / "plots" / "run.png").is_file()
     audit = diagnose(w_dir)
     for key in ("risk_train", "grad_norm2", "depth_w2_uniform", "lambda_min_tangent"):
         assert audit["final"][key] == pytest.approx(w["final"][key], rel=1e-4), key
