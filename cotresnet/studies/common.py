@@ -53,15 +53,21 @@ class Verdict:
         return "PASS" if self.passed else "FAIL"
 
     def line(self) -> str:
-        return (f"{self.name}: {self.quantity} = {_g(self.value)} [{_g(self.lo)}, {_g(self.hi)}] ({self.level:.0%}) "
+        value, lo, hi = _digits(self.value, self.lo, self.hi)
+        return (f"{self.name}: {self.quantity} = {value} [{lo}, {hi}] ({self.level:.0%}) "
                 f"vs claimed {self.claimed}: {self.word} ({self.runtime_s:.0f} s)")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "verdict": self.word, "line": self.line()}
 
 
-def _g(v: float) -> str:
-    return f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else str(v)
+def _digits(*values: float) -> tuple:
+    """The values with 4 significant digits, or as many more as keep different values apart (up to 10)."""
+    for digits in range(4, 11):
+        out = tuple(f"{v:.{digits}g}" if math.isfinite(v) else str(v) for v in values)
+        if len(set(out)) == len(set(values)):
+            return out
+    return out
 
 
 def write_outputs(where: Path, verdict: Verdict, table, fig, formats: Sequence[str] = ("png",)) -> None:
@@ -94,13 +100,19 @@ def replicas_override(replicas: Sequence[str]) -> str:
     return "sweep.replicas=[" + ",".join(f"'{r}'" for r in replicas) + "]"
 
 
+def with_base(overrides: Sequence[str]) -> List[str]:
+    """BASE, then the overrides; an override of a BASE key replaces it (Hydra refuses a key given twice)."""
+    keys = {o.split("=", 1)[0] for o in overrides}
+    return [*(b for b in BASE if b.split("=", 1)[0] not in keys), *overrides]
+
+
 def run_replicas(run_dir: Path, overrides: Sequence[str], replicas: Sequence[str]) -> List[dict]:
     """One job (cotresnet.run_job) of BASE + overrides whose members are the replicas; their summaries, in order.
     Each member's run directory is summary["run_dir"] (read it back with cotresnet.load_run)."""
     from ..api import run_job
     from ..train import compose_config
 
-    cfg = compose_config([*BASE, *overrides, replicas_override(replicas)])
+    cfg = compose_config([*with_base(overrides), replicas_override(replicas)])
     return run_job(cfg, run_dir)
 
 
@@ -112,7 +124,7 @@ def config_networks(overrides: Sequence[str], replicas: Sequence[str], dtype: st
     from ..model.build import student_network
     from ..train import compose_config
 
-    cfg = compose_config([*BASE, *overrides, f"model.dtype={dtype}"])
+    cfg = compose_config(with_base([*overrides, f"model.dtype={dtype}"]))
     members = [replica_config(cfg, r) for r in replicas]
     data = load_dataset(cfg.data)
     for m in members:

@@ -66,13 +66,14 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
-def exponent_with_correction(h: Sequence[float], err: Sequence[float]) -> float:
-    """p of err = C h^p (1 + D h + ...), the form of a discretization error with an asymptotic expansion in its
-    step h (Euler in 1/L, gradient descent in dt): log err = p log h + c + e h, least squares; needs >= 4 sizes."""
+def exponent_with_correction(h: Sequence[float], err: Sequence[float], order: int = 1) -> float:
+    """p of err = C h^p (1 + D_1 h + ... + D_order h^order + ...), the form of a discretization error with an
+    asymptotic expansion in its step h (Euler in 1/L, gradient descent in dt): log err = p log h + c + sum_j e_j h^j,
+    least squares; needs order + 3 sizes."""
     h, err = np.asarray(h, float), np.asarray(err, float)
-    if len(h) < 4:
-        raise ValueError("exponent_with_correction needs at least 4 sizes")
-    X = np.column_stack([np.log(h), np.ones_like(h), h])
+    if len(h) < order + 3:
+        raise ValueError(f"exponent_with_correction of order {order} needs at least {order + 3} sizes")
+    X = np.column_stack([np.log(h), np.ones_like(h), *[h**j for j in range(1, order + 1)]])
     return float(np.linalg.lstsq(X, np.log(err), rcond=None)[0][0])
 
 
