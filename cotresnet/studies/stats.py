@@ -17,8 +17,8 @@ from scipy import stats
 
 from ..sweeps.threshold_stats import LogisticFit, PowerLawFit, logistic_threshold, power_law_fit
 
-__all__ = ["Interval", "t_interval", "bootstrap", "loglog_slope", "exponent_with_correction", "loglinear_fit",
-           "line_root", "parabola_vertex", "power_law_fit", "logistic_threshold", "PowerLawFit", "LogisticFit"]
+__all__ = ["Interval", "t_interval", "bootstrap", "loglog_slope", "exponent_with_correction", "expansion_exponent",
+           "loglinear_fit", "line_root", "parabola_vertex", "power_law_fit", "logistic_threshold", "PowerLawFit", "LogisticFit"]
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,24 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
 def exponent_with_correction(h: Sequence[float], err: Sequence[float], order: int = 1) -> float:
     """p of err = C h^p (1 + D_1 h + ... + D_order h^order + ...), the form of a discretization error with an
     asymptotic expansion in its step h (Euler in 1/L, gradient descent in dt): log err = p log h + c + sum_j e_j h^j,
-    least squares; needs order + 3 sizes."""
+    least squares (order 0: the plain log-log slope); needs order + 3 sizes."""
     h, err = np.asarray(h, float), np.asarray(err, float)
     if len(h) < order + 3:
         raise ValueError(f"exponent_with_correction of order {order} needs at least {order + 3} sizes")
     X = np.column_stack([np.log(h), np.ones_like(h), *[h**j for j in range(1, order + 1)]])
     return float(np.linalg.lstsq(X, np.log(err), rcond=None)[0][0])
+
+
+def expansion_exponent(h: Sequence[float], E: np.ndarray, order: int = 2, level: float = 0.95) -> Interval:
+    """The exponent p of deterministic discretization errors E = C h^p (1 + D_1 h + .. + D_order h^order) of S seeds
+    (E: (S, K)): the mean of the per-seed fits at `order` with its t-interval over seeds, widened on both sides by the
+    expansion's truncation error, estimated as the median change of the per-seed fits when the last term is dropped
+    (the seeds' spread alone is far below the bias of a truncated expansion when the error is deterministic given
+    the draw)."""
+    fits = np.array([[exponent_with_correction(h, e, k) for k in (order - 1, order)] for e in np.asarray(E, float)])
+    iv = t_interval(fits[:, 1], level)
+    widen = float(np.median(np.abs(fits[:, 1] - fits[:, 0])))
+    return Interval(iv.value, iv.lo - widen, iv.hi + widen, level)
 
 
 def loglinear_fit(X: np.ndarray, y: Sequence[float], level: float = 0.95) -> list:

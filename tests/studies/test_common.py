@@ -86,3 +86,13 @@ def test_line_root_and_parabola_vertex():
     x = np.linspace(-3, 3, 13)
     assert ST.parabola_vertex(x, (x - 0.7) ** 2) == pytest.approx(0.7)
     assert ST.parabola_vertex(x, x) == -3.0  # minimum at the end of the grid
+
+
+def test_expansion_exponent_covers_a_planted_order_that_a_truncated_fit_misses():
+    h = 0.4 / 2.0 ** np.arange(6)
+    # an expansion whose terms fall off (0.2, 0.05, 0.01 at the largest h): the asymptotic regime
+    E = np.array([c * h * (1 + 0.5 * h - 0.3 * h**2 + 0.2 * h**3) for c in (0.9, 1.0, 1.1, 1.3)])
+    per_seed = [ST.exponent_with_correction(h, e, 2) for e in E]
+    assert not ST.t_interval(per_seed).contains(1.0)  # deterministic: the seeds agree to round-off, biased
+    iv = ST.expansion_exponent(h, E, order=2)
+    assert iv.contains(1.0) and iv.hi - iv.lo < 0.05

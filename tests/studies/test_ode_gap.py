@@ -36,11 +36,12 @@ def test_smooth_profile_keeps_the_law_of_init_and_ends_at_theta_b():
     torch.testing.assert_close(p["w"][0, 1], b["w"][0], rtol=0, atol=1e-15)
 
 
-def test_per_seed_exponents_recover_a_planted_first_order_error():
+def test_gap_exponent_recovers_a_planted_first_order_error():
     L = np.array([8, 16, 32, 64, 128, 256])
     gaps = np.array([c / L * (1 + 2.0 / L - 5.0 / L**2) for c in (0.5, 1.0, 2.0)])
-    np.testing.assert_allclose(OG.per_seed_exponents(L, gaps), -1.0, atol=1e-3)
-    assert OG.per_seed_exponents(L, 1 / L[None] ** 2)[0] == pytest.approx(-2.0)
+    iv = OG.gap_exponent(L, gaps)
+    assert iv.value == pytest.approx(-1.0, abs=1e-3) and iv.contains(-1.0) and iv.hi - iv.lo < 0.05
+    assert OG.gap_exponent(L, np.array([c / L**2 for c in (1.0, 2.0)])).value == pytest.approx(-2.0)
 
 
 @pytest.mark.slow
