@@ -48,6 +48,13 @@ def meters(summary: dict, scale: float, dt: float) -> dict:
                 risk_ratio=summary["final"]["risk_train"] / summary["risk_init"], **fl.row())
 
 
+def exponents(table: pd.DataFrame):
+    """(a, b) of log(kernel movement) = a log(scale_u) + b log(M) + c (Intervals), and the exponent in M at each
+    scale_u alone."""
+    a, b = ST.loglinear_fit(table[["scale_u", "M"]].to_numpy(), table.kernel_movement)
+    return a, b, {v: ST.loglog_slope(g.M, g.kernel_movement) for v, g in table.groupby("scale_u")}
+
+
 def run(where: Path, quick: bool = False, seeds: Optional[int] = None):
     size = SIZES["quick" if quick else "default"]
     S = seeds or size["seeds"]
@@ -63,10 +70,9 @@ def run(where: Path, quick: bool = False, seeds: Optional[int] = None):
                  for (s, v), sm in zip(grid, summaries)]
     table = pd.DataFrame(rows)
     ok = table[(table.status == "converged") & (table.kernel_movement > 0)]
-    a, b = ST.loglinear_fit(ok[["scale_u", "M"]].to_numpy(), ok.kernel_movement)
+    a, b, by_scale = exponents(ok)
     passed = b.contains(0.0) and a.hi < 0
     lazy = ok.groupby("scale_u")[list(METERS)].median()
-    by_scale = {v: ST.loglog_slope(g.M, g.kernel_movement) for v, g in ok.groupby("scale_u")}
     verdict = Verdict(
         name="kernel_regime", source=SOURCE,
         claim=("log(kernel movement) = a log(scale_u) + b log(M) + c over every converged run (risk at 1e-2 of its "
