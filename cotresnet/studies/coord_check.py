@@ -117,6 +117,11 @@ def figure(table: pd.DataFrame, size: dict, fits):
     styles = {"mean_field": ("-", "o"), "standard": (":", "s")}
     colours = dict(zip(size["M"], FG.palette(len(size["M"]))))
     for ax, q in zip(axes, QUANTITIES):
+        cot = table[table.parameterization == "mean_field"].groupby("L")[q].median()
+        ax.axhline(float(cot.median()), color="black", ls="--", lw=0.8, label="flat (the COT claim)")
+        if q in DRIFTING:
+            first = table[(table.parameterization == "standard") & (table.M == size["M"][0])].groupby("L")[q].median()
+            FG.reference_power_law(ax, size["L"], float(first.iloc[0]), -1.0, r"$1/(LM)$ (standard's drift)", "0.4")
         for param, (ls, marker) in styles.items():
             for M in size["M"]:
                 mine = table[(table.parameterization == param) & (table.M == M)].groupby("L")[q].median()
@@ -127,5 +132,8 @@ def figure(table: pd.DataFrame, size: dict, fits):
                                                          f" M^{{{b.value:+.2f}}}$")
         FG.finish(ax, "$L$", q.replace("_", " ") + " (RMS per coordinate)", q.replace("_", " "), logy=True,
                   ticks=size["L"])
+        lo, hi = table[q].min(), table[q].max()
+        if hi < 10 * lo:  # a flat quantity: show it against a decade each side, not zoomed into its noise
+            ax.set_ylim(lo / 10, hi * 10)
         ax.legend(fontsize=5.5)
     return fig

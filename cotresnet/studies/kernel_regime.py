@@ -104,6 +104,7 @@ def figure(table: pd.DataFrame, size: dict, fits):
         if meter == "kernel_movement":
             med = table.groupby("scale_u").kernel_movement.median()
             FG.fitted_power_law(ax, med.index, med.values, fits[0], "black", "fitted", r"s_u")
+            FG.reference_power_law(ax, size["scales"], float(med.iloc[0]), -1.0, r"lazy limit: $s_u^{-1}$")
         FG.finish(ax, r"initialization scale $s_u$", meter.replace("_", " "),
                   {"kernel_movement": r"$\|K_T - K_0\|_F / \|K_0\|_F$",
                    "linearization_distance": r"$\|f_T - f^{lin}_T\| / \|f_T - f_0\|$",

@@ -134,6 +134,9 @@ def figure(shapes, results, scales, scale_risks):
                   f"{param.replace('_', '-')}: best dt (dotted) moves {res['worst'].value:.2f} octaves at most",
                   logy=True)
         ax.set_ylim(top=top)
+    base = 2 ** optimum(np.log2(results["standard"]["grids"][0]), results["standard"]["risks"][0])
+    axes[1].axvline(16 * base, color="black", ls="--", lw=1, label="base optimum x 16 (flow time per step)")
+    axes[1].legend(fontsize=7)
     for k, (shape, c) in enumerate(zip(shapes, colours)):
         FG.seeds_band(axes[2], scales, np.exp(scale_risks[k]), c, f"$(L, M)$ = {shape}", marker=".")
     FG.finish(axes[2], r"init.scale_u $s_u$", "training risk at the end", "mean-field: initialization scale",
