@@ -15,15 +15,15 @@ samples):
 - feature movement per layer  ||F_l(t) - F_l(0)||_F / ||F_l(0)||_F, F_l[i, m] = sigma(w_{l,m} . x_l^i + b_{l,m})
   the features of layer l on its own states x_l^i (n, M).
 
-A callback that logs them per row computes the reference (K_0, f_0, F_0) once from mu_0 (`reference`) and calls
-`feature_learning_row(net, x, y, K_0, f_0, F_0, step, dt)`; a study computes all three post hoc from a run's
-initial and final networks with `feature_learning(init_net, final_net, x, y, steps, dt)`.
+A run logs them at its kernel steps (`meter_row`, from the kernel its diagnostics built, K_0 kept once, and the
+features of both networks recomputed block by block: nothing of size L n M is held); a study computes all three
+post hoc from a run's initial and final networks with `feature_learning(init_net, final_net, x, y, steps, dt)`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
@@ -130,3 +130,39 @@ def feature_learning(init_net: MeanFieldResNet, final_net: MeanFieldResNet, x: T
     x: (n, d_in), y: (n, d_out), the steps it took and the flow time of one step."""
     ref = reference(init_net, x)
     return measure(final_net, x, y, ref.K_0, ref.f_0, ref.F_0, steps, dt)
+
+
+def feature_movement_blocks(net: MeanFieldResNet, init_net: MeanFieldResNet, x: Tensor,
+                            memory_budget: int = 2**28) -> Tensor:
+    """feature_movement of net against init_net on x: (n, d_in), per layer (L,), float64, over blocks of
+    particles within `memory_budget` bytes: F_l of both networks are never held whole."""
+    from .kernels import particle_chunks
+
+    nets = [m.detached(dtype="float64") for m in (net, init_net)]
+    with torch.no_grad():
+        Z = [Preactivations(m, m.states(m.embed(x.to(m.u.device, torch.float64)))) for m in nets]
+        out = []
+        for l in range(net.L):
+            num = den = 0.0
+            for c in particle_chunks(net.M, 8 * 4 * x.shape[0], memory_budget):
+                F_t, F_0 = nets[0].sigma(Z[0].chunk(l, c)), nets[1].sigma(Z[1].chunk(l, c))
+                num += float((F_t - F_0).pow(2).sum())
+                den += float(F_0.pow(2).sum())
+            out.append(math.sqrt(num / den) if den > 0 else math.nan)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def meter_row(net: MeanFieldResNet, init_net: MeanFieldResNet, x: Tensor, y: Tensor, K_t: Tensor, K_0: Tensor,
+              f_0: Tensor, steps: int, dt: Optional[float]) -> Dict[str, Optional[float]]:
+    """The meter's metrics.csv columns at a kernel step, from the kernels both evaluations built on the same
+    samples x: (n, d_in). `dt` (a step's flow time) is None where the linearized flow is not this flow's
+    (minibatch SGD, or kernel samples that are a probe of the training set): no linearization distance."""
+    movement = feature_movement_blocks(net, init_net, x)
+    row = {"kernel_movement": kernel_movement(K_t, K_0), "feature_movement": float(movement.mean()),
+           "feature_movement_max": float(movement.max()), "linearization_distance": None}
+    if dt is not None:
+        y64 = y.to(K_0.device, torch.float64)
+        f_lin = y64 + linearized_residual(K_0, f_0 - y64, steps, dt)
+        row["linearization_distance"] = linearization_distance(outputs(net, x), f_lin, f_0)
+    return row
+

@@ -56,6 +56,7 @@ class KernelDiagnostics:
     spectrum: ResidualSpectrum
     feature: List[Eigenvalue]
     u_bound: Optional[Dict[str, float]]
+    K: Optional[Tensor] = None  # the tangent kernel itself, when asked for (keep_kernel)
 
     @property
     def pl_lower_bound(self) -> Optional[float]:
@@ -87,7 +88,7 @@ class KernelDiagnostics:
 
 
 def kernel_diagnostics(net: MeanFieldResNet, x: Tensor, y: Tensor, memory_budget: int = K.MEMORY_BUDGET,
-                       eigh_max_dim: int = EIGH_MAX_DIM) -> KernelDiagnostics:
+                       eigh_max_dim: int = EIGH_MAX_DIM, keep_kernel: bool = False) -> KernelDiagnostics:
     """Every kernel quantity on x: (n, d_in), y: (n, d_out), in float64.
 
     G = r^T K r / n^2 (the COT gradient norm of this set's risk). K is built within `memory_budget` bytes
@@ -121,7 +122,8 @@ def kernel_diagnostics(net: MeanFieldResNet, x: Tensor, y: Tensor, memory_budget
     return KernelDiagnostics(
         n=n, lambda_min=lam_min, lambda_max=lam_max, risk=0.5 * r.pow(2).sum().item() / n,
         grad_norm2=(r @ kernel @ r).item() / n**2, spectrum=spectrum, feature=feature,
-        u_bound=K.u_gradient_bound(net64, q, feature, memory_budget, u_sums) if q is not None else None)
+        u_bound=K.u_gradient_bound(net64, q, feature, memory_budget, u_sums) if q is not None else None,
+        K=kernel if keep_kernel else None)
 
 
 def flatten_particles(p: Particles) -> Tensor:

@@ -70,6 +70,7 @@ class FlowDiagnostics(pl.Callback):
         super().__init__()
         self.record, self.data, self.outputs, self.cadence = record, data, outputs, cadence
         self.depth_weight = depth_weight  # kappa, when depth-mobile particles' depths move
+        self._references = {}  # member -> the feature-learning meter's reference at mu_0 (computed once)
 
     @property
     def state_key(self) -> str:
@@ -147,7 +148,8 @@ class FlowDiagnostics(pl.Callback):
         n, out = self.cadence.n_kernel, self.outputs[r]
         x, y = out.data.x_train[:n].to(net.u.device), out.data.y_train[:n].to(net.u.device)
         if out.depths is None:
-            kd = D.kernel_diagnostics(net, x, y, memory_budget=self.cadence.kernel_memory)
+            kd = D.kernel_diagnostics(net, x, y, memory_budget=self.cadence.kernel_memory, keep_kernel=True)
+            row.update(self._meter(r, net, x, y, kd.K, int(row["step"]), tau))
         else:
             from ..diagnostics import depth
 
@@ -157,6 +159,22 @@ class FlowDiagnostics(pl.Callback):
             for decade, count, share in kd.spectrum.decades + [("unresolved", *kd.spectrum.unresolved)]:
                 out.spectrum.append({"step": row["step"], "flow_time": row["flow_time"], "decade": decade,
                                      "eigenvalues": count, "residual_share": share})
+
+    def _meter(self, r: int, net, x, y, K_t, step: int, tau: float) -> dict:
+        """The feature-learning meter against mu_0 on the kernel samples; its reference (the initial network,
+        K_0, f_0) is computed once, from the record's initial particles (so a resumed run gets the same one)."""
+        from ..diagnostics import feature_learning as FL
+        from ..model.layered import MeanFieldResNet
+
+        if r not in self._references:
+            p = self.record.members[r].init
+            init = MeanFieldResNet({k: p[k].clone() for k in "uwb"}, net.spec, net.embedding.clone(),
+                                   net.readout.clone()).detached(dtype="float64")
+            K_0 = K_t if step == 0 else D.kernel_diagnostics(init, x, y, self.cadence.kernel_memory, keep_kernel=True).K
+            self._references[r] = (init, K_0, FL.outputs(init, x))
+        init, K_0, f_0 = self._references[r]
+        own_flow = x.shape[0] == self.outputs[r].data.n_train and not self.cadence.full_batch_rows
+        return FL.meter_row(net, init, x, y, K_t, K_0, f_0, step, tau if own_flow else None)
 
     def _depth_row(self, r: int, net, row: dict) -> None:
         """The depth marginal's columns, its histogram into depths.csv, and a collapse as an event."""

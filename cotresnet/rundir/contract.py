@@ -59,6 +59,7 @@ COLUMNS = [
     "depth_w2_uniform", "depth_max_gap", "depth_effective_layers", "depth_path_length",
     "w2_dist_init", "w2_dist_init_lower", "w2_dist_init_upper",
     "cot_dist_init_rel_width",
+    "kernel_movement", "linearization_distance", "feature_movement", "feature_movement_max",
 ]
 SPECTRUM_COLUMNS = ["step", "flow_time", "decade", "eigenvalues", "residual_share"]
 DEPTH_COLUMNS = ["step", "flow_time", "bin_lo", "bin_hi", "count"]

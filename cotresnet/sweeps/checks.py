@@ -18,7 +18,8 @@ PLACING_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "paths.root", "paths.runs", 
 def inside_root(config: DictConfig, paths: Iterable[Path]) -> None:
     """Unless the user placed them (PLACING_KEYS on the command line), run and sweep directories resolve
     inside paths.root: a value in a directory's name can never take it elsewhere."""
-    given = {o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
+    overrides = [*config.hydra.overrides.task, *config.hydra.overrides.get("hydra", [])]
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     if given & set(PLACING_KEYS):
         return
     root = Path(str(config.paths.root)).resolve()
