@@ -165,6 +165,12 @@ def run(cfg: DictConfig):
     from .job.resume import Interrupted
 
     run_dir = Path(HydraConfig.get().runtime.output_dir).absolute()
+    if figure_formats(cfg, _multirun()):
+        import threading
+
+        from .report.style import warm_up
+
+        threading.Thread(target=warm_up, name="cotresnet-figure-imports", daemon=True).start()
     try:
         check = _CHECKED.pop(run_dir, None) or check_job(cfg, run_dir)
         action, summaries = execute(check, _context(run_dir))
@@ -189,11 +195,16 @@ def run(cfg: DictConfig):
     return _returned(cfg, summaries)
 
 
+def figure_formats(cfg, in_sweep: bool) -> List[str]:
+    """The run figure's formats: cfg.plots, or null: png for a single run, none for the jobs of a sweep (whose
+    figures live in the sweep report)."""
+    return list(cfg.plots) if cfg.plots is not None else ([] if in_sweep else ["png"])
+
+
 def draw_run_figures(cfg, summaries: List[dict], missing_only: bool = False, in_sweep: bool = False) -> None:
-    """The run figure of each member, drawn after its job in cfg.plots' formats (null: png for a single run,
-    none for the jobs of a sweep, whose figures live in the sweep report); `missing_only`: only where a
+    """The run figure of each member, drawn after its job in figure_formats; `missing_only`: only where a
     finished run lacks it (a job interrupted while drawing)."""
-    formats = list(cfg.plots) if cfg.plots is not None else ([] if in_sweep else ["png"])
+    formats = figure_formats(cfg, in_sweep)
     if not formats:
         return
     from .report.run_figures import missing_figures, plot_run

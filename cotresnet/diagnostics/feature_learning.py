@@ -37,11 +37,12 @@ def kernel_movement(K_t: Tensor, K_0: Tensor) -> float:
     return float(torch.linalg.matrix_norm(K_t - K_0) / torch.linalg.matrix_norm(K_0))
 
 
-def linearized_residual(K_0: Tensor, r_0: Tensor, steps: int, dt: float) -> Tensor:
+def linearized_residual(K_0, r_0: Tensor, steps: int, dt: float) -> Tensor:
     """r_k = (I - dt K_0 / n)^k r_0 after k = `steps` steps: the residual of the linearized model trained by the
-    flow's steps. K_0: (n d_out, n d_out) on the n training samples, rows (i, k); r_0: (n, d_out) -> (n, d_out);
-    dt: the flow time of one step. From K_0's eigendecomposition, so any k costs one eigh."""
-    lam, V = torch.linalg.eigh(K_0.double())
+    flow's steps. K_0: (n d_out, n d_out) on the n training samples, rows (i, k), or its eigendecomposition
+    (lambda, V) (computed once, any k is then two products); r_0: (n, d_out) -> (n, d_out); dt: the flow time
+    of one step."""
+    lam, V = torch.linalg.eigh(K_0.double()) if isinstance(K_0, Tensor) else K_0
     factor = (1.0 - dt * lam / r_0.shape[0]) ** steps
     return (V @ (factor * (V.T @ r_0.double().reshape(-1)))).reshape(r_0.shape)
 
@@ -153,16 +154,17 @@ def feature_movement_blocks(net: MeanFieldResNet, init_net: MeanFieldResNet, x: 
 
 
 def meter_row(net: MeanFieldResNet, init_net: MeanFieldResNet, x: Tensor, y: Tensor, K_t: Tensor, K_0: Tensor,
-              f_0: Tensor, steps: int, dt: Optional[float]) -> Dict[str, Optional[float]]:
+              f_0: Tensor, steps: int, dt: Optional[float], eig_0=None) -> Dict[str, Optional[float]]:
     """The meter's metrics.csv columns at a kernel step, from the kernels both evaluations built on the same
     samples x: (n, d_in). `dt` (a step's flow time) is None where the linearized flow is not this flow's
-    (minibatch SGD, or kernel samples that are a probe of the training set): no linearization distance."""
+    (minibatch SGD, or kernel samples that are a probe of the training set): no linearization distance.
+    `eig_0`: K_0's eigendecomposition (lambda, V), kept by a caller that measures at many steps."""
     movement = feature_movement_blocks(net, init_net, x)
     row = {"kernel_movement": kernel_movement(K_t, K_0), "feature_movement": float(movement.mean()),
            "feature_movement_max": float(movement.max()), "linearization_distance": None}
     if dt is not None:
         y64 = y.to(K_0.device, torch.float64)
-        f_lin = y64 + linearized_residual(K_0, f_0 - y64, steps, dt)
+        f_lin = y64 + linearized_residual(K_0 if eig_0 is None else eig_0, f_0 - y64, steps, dt)
         row["linearization_distance"] = linearization_distance(outputs(net, x), f_lin, f_0)
     return row
 

@@ -171,10 +171,10 @@ class FlowDiagnostics(pl.Callback):
             init = MeanFieldResNet({k: p[k].clone() for k in "uwb"}, net.spec, net.embedding.clone(),
                                    net.readout.clone()).detached(dtype="float64")
             K_0 = K_t if step == 0 else D.kernel_diagnostics(init, x, y, self.cadence.kernel_memory, keep_kernel=True).K
-            self._references[r] = (init, K_0, FL.outputs(init, x))
-        init, K_0, f_0 = self._references[r]
+            self._references[r] = (init, K_0, FL.outputs(init, x), torch.linalg.eigh(K_0))
+        init, K_0, f_0, eig_0 = self._references[r]
         own_flow = x.shape[0] == self.outputs[r].data.n_train and not self.cadence.full_batch_rows
-        return FL.meter_row(net, init, x, y, K_t, K_0, f_0, step, tau if own_flow else None)
+        return FL.meter_row(net, init, x, y, K_t, K_0, f_0, step, tau if own_flow else None, eig_0)
 
     def _depth_row(self, r: int, net, row: dict) -> None:
         """The depth marginal's columns, its histogram into depths.csv, and a collapse as an event."""

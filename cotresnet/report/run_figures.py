@@ -15,10 +15,10 @@ from typing import List
 import numpy as np
 
 from ..rundir import contract as RD
-from .style import DOUBLE, colours, label, save_figure, spans_decades, styled, subplots
+from .style import DOUBLE, colours, decade_label, label, log_axis, save_figure, spans_decades, styled, subplots
 
 FIGURE = "run"
-TIME = r"flow time $t$"
+TIME = "flow time t"
 
 
 def missing_figures(run_dir: Path, formats) -> List[str]:
@@ -50,39 +50,39 @@ def _series(ax, df, column: str, text: str, style: str = "-", **kw) -> bool:
 def _risk(ax, m, s) -> None:
     _series(ax, m, "risk_train", "training")
     _series(ax, m, "risk_test", "test", color="tab:orange")
-    _series(ax, m, "risk_predicted", r"flow: $\mathcal{L}(0)\,e^{-\int G/\mathcal{L}}$", "--", color="k", lw=0.8)
+    _series(ax, m, "risk_predicted", "flow: ℒ(0)·exp(−∫G/ℒ dt)", "--", color="k", lw=0.8)
     c = s.get("certificate") or {}
     if c.get("c0") and s.get("risk_init"):
         t = np.linspace(0.0, float(m["flow_time"].max()), 50)
         ax.plot(t, s["risk_init"] * np.exp(-c["c0"] * t), ":", color="tab:red", lw=1.0,
-                label=r"certified: $\mathcal{L}(0)\,e^{-c_0 t}$" + ("" if c.get("inside_theory") else " (no theorem)"))
-    ax.set_yscale("log")
-    ax.set_ylabel(r"risk $\mathcal{L}$")
+                label="certified: ℒ(0)·exp(−c₀t)" + ("" if c.get("inside_theory") else " (no theorem)"))
+    log_axis(ax)
+    ax.set_ylabel("risk ℒ")
     ax.set_title("(a) risk and its predictions")
 
 
 def _pl(ax, m, s) -> None:
-    _series(ax, m, "pl_ratio", r"$G/\mathcal{L}$")
-    _series(ax, m, "pl_lower_bound", r"kernel bound $2\lambda_{\min}(K)/n$", color="tab:red")
+    _series(ax, m, "pl_ratio", "G/ℒ")
+    _series(ax, m, "pl_lower_bound", "kernel bound 2λₘᵢₙ(K)/n", color="tab:red")
     c = s.get("certificate") or {}
     if c.get("c0"):
-        ax.axhline(c["c0"], ls=":", color="tab:red", lw=1.0, label=r"certified rate $c_0$")
-    ax.set_yscale("log")
-    ax.set_ylabel(r"P-Ł ratio $G/\mathcal{L}$")
+        ax.axhline(c["c0"], ls=":", color="tab:red", lw=1.0, label="certified rate c₀")
+    log_axis(ax)
+    ax.set_ylabel("P-Ł ratio G/ℒ")
     ax.set_title("(b) Polyak-Łojasiewicz ratio")
 
 
 def _eigenvalues(ax, m) -> None:
-    drawn = _series(ax, m, "lambda_min_tangent", r"$\lambda_{\min}(K)$")
-    drawn |= _series(ax, m, "lambda_min_feature", r"$\min_l\lambda_{\min}(K_l)$", color="tab:green")
+    drawn = _series(ax, m, "lambda_min_tangent", "λₘᵢₙ(K)")
+    drawn |= _series(ax, m, "lambda_min_feature", "minₗ λₘᵢₙ(Kₗ)", color="tab:green")
     for col, colour in (("lambda_min_tangent_resolution", "tab:blue"), ("lambda_min_feature_resolution", "tab:green")):
         if m is not None and col in m and m[col].notna().any():
             sub = m[["flow_time", col]].dropna()
             ax.fill_between(sub["flow_time"], 0, sub[col], color=colour, alpha=0.12, lw=0)
     if m is not None and "lambda_min_feature" in m and (m["lambda_min_feature"] == 0).any():
-        ax.text(0.02, 0.04, r"$\lambda_{\min}(K_l) = 0$ exactly: $M < n$", transform=ax.transAxes, fontsize=6.5)
+        ax.text(0.02, 0.04, "λₘᵢₙ(Kₗ) = 0 exactly: M < n", transform=ax.transAxes, fontsize=6.5)
     if drawn:
-        ax.set_yscale("log")
+        log_axis(ax)
         ax.plot([], [], "s", color="0.8", label="below: unresolved")
     ax.set_ylabel("smallest eigenvalue")
     ax.set_title("(c) kernels (shaded: resolution)")
@@ -99,27 +99,26 @@ def _distance(ax, m, s) -> None:
         if len(rest):
             mid = (rest["cot_dist_init_lower"] + rest["cot_dist_init_upper"]) / 2
             ax.errorbar(rest["flow_time"], mid, yerr=[mid - rest["cot_dist_init_lower"], rest["cot_dist_init_upper"] - mid],
-                        fmt="none", color="tab:purple", capsize=2, label=r"$W_{\mathrm{COT}}$ bracket")
-    _series(ax, m, "w2_dist_init", r"$W_2$ on $(\sqrt{\kappa}\,s, \theta)$", color="tab:brown")
+                        fmt="none", color="tab:purple", capsize=2, label="W_COT bracket")
+    _series(ax, m, "w2_dist_init", "W₂ on (√κ s, θ)", color="tab:brown")
     c = s.get("certificate") or {}
-    radius = f" ($R_0$ = {c['certified_radius']:.2g})" if c.get("certified_radius") else ""
+    radius = f" (R₀ = {c['certified_radius']:.2g})" if c.get("certified_radius") else ""
     if m is not None and "path_length" in m and spans_decades(m["path_length"].iloc[1:], 2):
-        ax.set_yscale("log")
-    ax.set_ylabel(r"distance to $\mu_0$")
-    ax.set_title(r"(d) transport from $\mu_0$" + radius)
+        log_axis(ax)
+    ax.set_ylabel("distance to μ₀")
+    ax.set_title("(d) transport from μ₀" + radius)
 
 
 def _region(ax, m) -> None:
     """The certified region's two conditions against their limits."""
-    drawn = _series(ax, m, "path_over_radius", r"path$/R_0$ (< 1)")
-    drawn |= _series(ax, m, "lambda_ratio", r"$\lambda_{\min}(K(\mu_t))/\lambda_{\min}(K(\mu_0))$ ($\geq 1/2$)",
-                     color="tab:green")
+    drawn = _series(ax, m, "path_over_radius", "path / R₀ (< 1)")
+    drawn |= _series(ax, m, "lambda_ratio", "λₘᵢₙ(K(μₜ)) / λₘᵢₙ(K(μ₀)) (≥ 1/2)", color="tab:green")
     if drawn:
         ax.axhline(1.0, ls=":", color="tab:blue", lw=0.8)
         ax.axhline(0.5, ls=":", color="tab:green", lw=0.8)
-        ax.set_yscale("log")
+        log_axis(ax)
     else:
-        ax.text(0.5, 0.5, "no certificate: $\\lambda_{\\min}(K(\\mu_0))$\nnot resolved or not measured",
+        ax.text(0.5, 0.5, "no certificate: λₘᵢₙ(K(μ₀))\nnot resolved or not measured",
                 ha="center", va="center", transform=ax.transAxes, fontsize=7)
     ax.set_title("(e) the certified region")
 
@@ -135,13 +134,14 @@ def _spectrum(ax, sp) -> None:
     cmap, bottom = colours("viridis", len(order)), np.zeros(len(table))
     for i, dec in enumerate(order + (["unresolved"] if "unresolved" in table.columns else [])):
         colour = "0.75" if dec == "unresolved" else cmap(i)
-        text = "unresolved" if dec == "unresolved" else f"$[10^{{{int(float(dec))}}}, 10^{{{int(float(dec)) + 1}}})$"
+        k = None if dec == "unresolved" else int(float(dec))
+        text = "unresolved" if k is None else f"[{decade_label(10.0**k)}, {decade_label(10.0 ** (k + 1))})"
         ax.bar(range(len(table)), table[dec], bottom=bottom, color=colour, label=text, width=0.7)
         bottom = bottom + table[dec].to_numpy()
     ax.set_xticks(range(len(table)), [f"{t:.3g}" for t in table.index], rotation=45 if len(table) > 5 else 0)
-    ax.set_xlabel(r"$t$ at kernel steps")
-    ax.set_ylabel(r"share of $\|r\|^2$")
-    ax.legend(title=r"eigenvalues of $K$", title_fontsize=6.5, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_xlabel("t at kernel steps")
+    ax.set_ylabel("share of ‖r‖²")
+    ax.legend(title="eigenvalues of K", title_fontsize=6.5, fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("(f) where the residual lives")
 
 
@@ -154,7 +154,7 @@ def _depths(ax, depths) -> None:
                    extent=(times[0], times[-1] if len(times) > 1 else times[0] + 1, 0, 1))
     ax.figure.colorbar(im, ax=ax, label="share of particles")
     ax.set_xlabel(TIME)
-    ax.set_ylabel("depth $s$")
+    ax.set_ylabel("depth s")
     ax.set_title("(g) depth marginal (uniform: a ResNet)")
 
 
@@ -180,7 +180,7 @@ def plot_run(run_dir: Path, formats=("png",)) -> List[Path]:
         for ax in axes[2, 1:]:
             ax.set_visible(False)
     status = summary.get("status", "running")
-    fig.suptitle(f"{run_dir.name}: {status}, {summary.get('steps', '?')} steps, $t$ = {summary.get('flow_time', 0):.4g}",
+    fig.suptitle(f"{run_dir.name}: {status}, {summary.get('steps', '?')} steps, t = {summary.get('flow_time', 0):.4g}",
                  fontsize=8, x=0.01, ha="left")
     fig.subplots_adjust(left=0.07, right=0.86, top=1 - 0.25 / rows, bottom=0.42 / rows, hspace=0.95, wspace=0.42)
     return save_figure(fig, run_dir / RD.PLOTS / FIGURE, formats, tight=False)

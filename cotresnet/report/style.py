@@ -37,10 +37,23 @@ LABELS = {
 }
 # sizes in inches: a column and a page of a two-column paper
 SINGLE, DOUBLE = 3.4, 7.0
-PAPER_RC = {"font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 6.5,
+PAPER_RC = {"axes.titley": 1.02, "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 6.5,
             "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4,
             "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False, "savefig.dpi": 150,
-            "mathtext.fontset": "dejavusans", "axes.titlelocation": "left"}
+            "mathtext.fontset": "cm", "axes.titlelocation": "left"}
+
+
+def warm_up() -> None:
+    """Import matplotlib's figure and Agg canvas and load the style's fonts, in the background of a job that
+    will draw its figure: while training computes in C (without Python's lock) the second core imports, and the
+    figure costs only its drawing once the job ends."""
+    import matplotlib
+    from matplotlib import font_manager
+    from matplotlib.backends import backend_agg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+    with matplotlib.rc_context(PAPER_RC):
+        font_manager.findfont(font_manager.FontProperties(family=matplotlib.rcParams["font.family"]))
 
 
 def label(name: str) -> str:
@@ -83,6 +96,31 @@ def colours(name: str, n: int):
     import matplotlib
 
     return matplotlib.colormaps[name].resampled(max(n, 2))
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def decade_label(value: float, _pos=None) -> str:
+    """10⁻³ for a power of ten, as plain text: what the eye reads on a log axis, without a mathtext parse
+    per label (the slowest part of drawing a figure of several log axes)."""
+    if value <= 0 or not np.isfinite(value):
+        return ""
+    exponent = np.log10(value)
+    if abs(exponent - round(exponent)) > 1e-9:
+        return f"{value:.2g}"
+    return "1" if round(exponent) == 0 else "10" + str(int(round(exponent))).translate(_SUPERSCRIPT)
+
+
+def log_axis(ax, which: str = "y") -> None:
+    """A log scale whose decades are labelled 10⁻³ (decade_label)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_locator(LogLocator(numticks=6))
+    axis.set_major_formatter(FuncFormatter(decade_label))
+    axis.set_minor_locator(NullLocator())  # minor ticks cost a third of drawing a figure of log axes
 
 
 def log_ticks(ax, values: Sequence[float], which: str = "x") -> None:

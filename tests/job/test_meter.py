@@ -12,8 +12,8 @@ from helpers import SMALL
 @pytest.mark.parametrize("overrides, linear", [([], True), (["callbacks.n_probe=12"], False),
                                                (["optim.batch_size=6"], False)])
 def test_the_logged_meter_is_the_post_hoc_meter_of_the_final_particles(tmp_path, overrides, linear):
-    cfg = cotresnet.compose_config([*SMALL, "model.dtype=float64", "trainer.max_steps=30", "callbacks.kernel_every=10", "trainer.log_every=10",
-                                    "trainer.converge_ratio=0", "plots=[]", *overrides])
+    cfg = cotresnet.compose_config([*SMALL, "model.dtype=float64", "trainer.max_steps=30", "callbacks.kernel_every=10",
+                                    "trainer.log_every=10", "trainer.converge_ratio=0", "plots=[]", *overrides])
     (summary,) = cotresnet.run_job(cfg, tmp_path / "run")
     run = cotresnet.load_run(tmp_path / "run")
     m = run.metrics.dropna(subset=["kernel_movement"])
