@@ -133,15 +133,25 @@ def feature_learning(init_net: MeanFieldResNet, final_net: MeanFieldResNet, x: T
     return measure(final_net, x, y, ref.K_0, ref.f_0, ref.F_0, steps, dt)
 
 
+def states(net: MeanFieldResNet, x: Tensor) -> Tensor:
+    """X at the layer boundaries on x: (n, d_in) -> (L + 1, n, d), float64."""
+    net = net.detached(dtype="float64")
+    with torch.no_grad():
+        return net.states(net.embed(x.to(net.u.device, torch.float64)))
+
+
 def feature_movement_blocks(net: MeanFieldResNet, init_net: MeanFieldResNet, x: Tensor,
-                            memory_budget: int = 2**28) -> Tensor:
+                            memory_budget: int = 2**28, X_t: Optional[Tensor] = None,
+                            X_0: Optional[Tensor] = None) -> Tensor:
     """feature_movement of net against init_net on x: (n, d_in), per layer (L,), float64, over blocks of
-    particles within `memory_budget` bytes: F_l of both networks are never held whole."""
+    particles within `memory_budget` bytes: F_l of both networks are never held whole. X_t, X_0: the
+    networks' states on x (L + 1, n, d), when the caller has them."""
     from .kernels import particle_chunks
 
     nets = [m.detached(dtype="float64") for m in (net, init_net)]
     with torch.no_grad():
-        Z = [Preactivations(m, m.states(m.embed(x.to(m.u.device, torch.float64)))) for m in nets]
+        X = [X_t if X_t is not None else states(net, x), X_0 if X_0 is not None else states(init_net, x)]
+        Z = [Preactivations(m, s) for m, s in zip(nets, X)]
         out = []
         for l in range(net.L):
             num = den = 0.0
@@ -154,17 +164,20 @@ def feature_movement_blocks(net: MeanFieldResNet, init_net: MeanFieldResNet, x: 
 
 
 def meter_row(net: MeanFieldResNet, init_net: MeanFieldResNet, x: Tensor, y: Tensor, K_t: Tensor, K_0: Tensor,
-              f_0: Tensor, steps: int, dt: Optional[float], eig_0=None) -> Dict[str, Optional[float]]:
+              f_0: Tensor, steps: int, dt: Optional[float], eig_0=None, X_t: Optional[Tensor] = None,
+              X_0: Optional[Tensor] = None) -> Dict[str, Optional[float]]:
     """The meter's metrics.csv columns at a kernel step, from the kernels both evaluations built on the same
     samples x: (n, d_in). `dt` (a step's flow time) is None where the linearized flow is not this flow's
     (minibatch SGD, or kernel samples that are a probe of the training set): no linearization distance.
-    `eig_0`: K_0's eigendecomposition (lambda, V), kept by a caller that measures at many steps."""
-    movement = feature_movement_blocks(net, init_net, x)
+    `eig_0`: K_0's eigendecomposition (lambda, V), kept by a caller that measures at many steps; X_t, X_0:
+    the networks' states on x, when the caller has them (the kernels' own)."""
+    movement = feature_movement_blocks(net, init_net, x, X_t=X_t, X_0=X_0)
     row = {"kernel_movement": kernel_movement(K_t, K_0), "feature_movement": float(movement.mean()),
            "feature_movement_max": float(movement.max()), "linearization_distance": None}
     if dt is not None:
         y64 = y.to(K_0.device, torch.float64)
         f_lin = y64 + linearized_residual(K_0 if eig_0 is None else eig_0, f_0 - y64, steps, dt)
-        row["linearization_distance"] = linearization_distance(outputs(net, x), f_lin, f_0)
+        f_t = outputs(net, x) if X_t is None else X_t[-1] @ net.readout.T.to(X_t)
+        row["linearization_distance"] = linearization_distance(f_t, f_lin, f_0)
     return row
 

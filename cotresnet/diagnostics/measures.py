@@ -17,7 +17,7 @@ from ..model.layered import MeanFieldResNet
 from ..model.spec import Particles
 from . import kernels as K
 from . import transport as T
-from .spectra import EIGH_MAX_DIM, Eigenvalue, ResidualSpectrum, kernel_spectrum
+from .spectra import EIGH_MAX_DIM, Eigenvalue, ResidualSpectrum, eigh_spectrum, kernel_spectrum
 
 
 def grad_norm2(grads: Iterable[Tensor], L: int, M: int) -> Tensor:
@@ -57,6 +57,8 @@ class KernelDiagnostics:
     feature: List[Eigenvalue]
     u_bound: Optional[Dict[str, float]]
     K: Optional[Tensor] = None  # the tangent kernel itself, when asked for (keep_kernel)
+    X: Optional[Tensor] = None  # and the states at the layer boundaries, (L + 1, n, d)
+    eig: Optional[tuple] = None  # and K's eigendecomposition (lambda, V), when one eigh computed the spectrum
 
     @property
     def pl_lower_bound(self) -> Optional[float]:
@@ -118,12 +120,16 @@ def kernel_diagnostics(net: MeanFieldResNet, x: Tensor, y: Tensor, memory_budget
             X = net64.states(net64.embed(x))
             r = (net64.read(X[-1]) - y).reshape(-1)
     feature = feature or K.feature_spectra(net64, X, memory_budget, eigh_max_dim)
-    lam_min, lam_max, spectrum = kernel_spectrum(kernel, r, eigh_max_dim)
+    eig = None
+    if keep_kernel and kernel.shape[0] <= max(eigh_max_dim, 2):
+        lam_min, lam_max, spectrum, eig = eigh_spectrum(kernel, r)
+    else:
+        lam_min, lam_max, spectrum = kernel_spectrum(kernel, r, eigh_max_dim)
     return KernelDiagnostics(
         n=n, lambda_min=lam_min, lambda_max=lam_max, risk=0.5 * r.pow(2).sum().item() / n,
         grad_norm2=(r @ kernel @ r).item() / n**2, spectrum=spectrum, feature=feature,
         u_bound=K.u_gradient_bound(net64, q, feature, memory_budget, u_sums) if q is not None else None,
-        K=kernel if keep_kernel else None)
+        K=kernel if keep_kernel else None, X=X if keep_kernel else None, eig=eig)
 
 
 def flatten_particles(p: Particles) -> Tensor:

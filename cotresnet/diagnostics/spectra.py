@@ -291,6 +291,13 @@ def psd_min_eigenvalue(K: Tensor, eigh_max_dim: int = EIGH_MAX_DIM) -> Eigenvalu
     return smallest_eigenvalue(K, largest_eigenvalue(K))
 
 
+def eigh_spectrum(K: Tensor, r: Tensor) -> Tuple[Eigenvalue, float, ResidualSpectrum, Tuple[Tensor, Tensor]]:
+    """kernel_spectrum by one eigh of K: (N, N), and the eigendecomposition (lambda, V) itself."""
+    lam, V = torch.linalg.eigh(K)
+    lam_min = gram_eigenvalue(lam[0], lam[-1], K.shape[0])
+    return lam_min, float(lam[-1]), residual_spectrum(lam, V, r, lam_min.resolution), (lam, V)
+
+
 def kernel_spectrum(K: Tensor, r: Tensor, eigh_max_dim: int = EIGH_MAX_DIM,
                     steps: int = QUADRATURE_STEPS) -> Tuple[Eigenvalue, float, ResidualSpectrum]:
     """(lambda_min, lambda_max, the residual's spectrum) of K: (N, N) and r: (N,): one eigh up to
@@ -298,9 +305,7 @@ def kernel_spectrum(K: Tensor, r: Tensor, eigh_max_dim: int = EIGH_MAX_DIM,
     (of K and of (K + tau I)^-1, sharing the shift-invert's Cholesky factor)."""
     N = K.shape[0]
     if N <= max(eigh_max_dim, 2):
-        lam, V = torch.linalg.eigh(K)
-        lam_min = gram_eigenvalue(lam[0], lam[-1], N)
-        return lam_min, float(lam[-1]), residual_spectrum(lam, V, r, lam_min.resolution)
+        return eigh_spectrum(K, r)[:3]
     lam_max = largest_eigenvalue(K)
     floor = N * EPS64 * lam_max
     C, tau = _factor(K, floor)

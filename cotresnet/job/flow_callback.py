@@ -12,10 +12,12 @@ risk the k-th step differentiates). A last row at step = steps taken describes t
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional
 
 import lightning as pl
+import numpy as np
 import torch
 
 from .. import diagnostics as D
@@ -51,15 +53,17 @@ class MemberOutputs:
     activation: str = "tanh"
 
 
-def step_lengths(lrs, grad_sq, theta_sq, LM: int, eps: float):
+def step_lengths(lrs, grad_sq, theta_bound, LM: int, eps: float):
     """An upper bound of each member's realized move in the flow's metric |.|_COT = |.|_2 / sqrt(L M), (R,),
-    from lrs, sum |grad|^2 and sum |theta|^2 (each (R,)): the nominal move lr |grad|, widened by its float
-    rounding. The update fl(theta - fl(lr grad)) rounds lr grad (relative u) and then each coordinate of the
-    result (by at most u |theta_new|), u = eps / 2, so |realized| <= (1 + u) nominal + u (|theta| + (1 + u)
-    nominal): the path length stays an upper bound of W_COT(mu_t, mu_0) in float32 too, whatever the step."""
+    from lrs, sum |grad|^2 (each (R,)) and an upper bound of |theta_k|_COT: the nominal move lr |grad|,
+    widened by its float rounding. The update fl(theta - fl(lr grad)) rounds lr grad (relative u) and then
+    each coordinate of the result (by at most u |theta_new|), u = eps / 2, so |realized| <= (1 + u) nominal +
+    u (|theta| + (1 + u) nominal): the path length stays an upper bound of W_COT(mu_t, mu_0) in float32 too,
+    whatever the step. |theta_k| <= |theta_0| + the path so far (triangle inequality) bounds |theta|."""
     u = eps / 2
-    nominal = lrs * grad_sq.clamp_min(0.0).sqrt()
-    return ((1 + u) * nominal + u * (theta_sq.sqrt() + (1 + u) * nominal)) / LM**0.5
+    with np.errstate(invalid="ignore", over="ignore"):
+        nominal = lrs * np.sqrt(np.maximum(grad_sq, 0.0)) / LM**0.5
+        return (1 + u) * nominal + u * (theta_bound + (1 + u) * nominal)
 
 
 class FlowDiagnostics(pl.Callback):
@@ -71,6 +75,7 @@ class FlowDiagnostics(pl.Callback):
         self.record, self.data, self.outputs, self.cadence = record, data, outputs, cadence
         self.depth_weight = depth_weight  # kappa, when depth-mobile particles' depths move
         self._references = {}  # member -> the feature-learning meter's reference at mu_0 (computed once)
+        self._theta0 = self._tau_array = self._lr_array = None  # per member, fixed for the job
 
     @property
     def state_key(self) -> str:
@@ -80,33 +85,43 @@ class FlowDiagnostics(pl.Callback):
         for r, m in enumerate(self.record.members):
             if m.init is None:
                 m.init = pl_module.member_net(r).particles()
+        # |theta_0| in the flow's metric (a moving depth weighted by kappa), from the initial particles: with the
+        # path so far it bounds |theta_k| (a resumed run gets the same bound, bit for bit)
+        kappa = self.depth_weight if self.depth_weight is not None else 0.0
+        L, M = pl_module.net.L, pl_module.net.M
+        self._theta0 = np.array([math.sqrt(sum(float(m.init[k].double().pow(2).sum()) * (kappa if k == "s" else 1.0)
+                                               for k in m.init) / (L * M)) for m in self.record.members])
 
     def _stats(self, module):
-        """(risk, G, step length, depth step) of every member for this step: (R,) float64 on the host, one
-        transfer. Under minibatch SGD (one network) risk and G are the whole training set's."""
+        """(risk, G, step length, depth step) of every member for this step: (R,) float64 arrays on the host,
+        from one transfer of the members' risks and squared norms (one reduction per tensor, on the device).
+        Under minibatch SGD (one network) risk and G are the whole training set's."""
         L, M = module.net.L, module.net.M
-        grads = module.member_tensors(grads=True)
-        G = L * M * sum(g.pow(2).flatten(1).sum(1) for g in grads)
-        theta = sum(p.pow(2).flatten(1).sum(1) for p in module.member_tensors(grads=False))
-        lengths = step_lengths(module.member_lrs().to(G.device), G.double() / (L * M), theta.double(), L * M,
+        if module.members == 1 and module.depth_lr_factor is None:  # one network: one fused call, 0-dim norms
+            norms = torch._foreach_norm(module.theta_grads())
+            host = torch.stack([module.last_risk.reshape(()), *norms]).double().cpu().numpy()[:, None]
+            depth = None
+        else:
+            norms = [torch.linalg.vector_norm(g.flatten(1), dim=1) for g in module.member_tensors(grads=True)]
+            depth = module.depth_steps()
+            parts = [module.last_risk.reshape(-1), *norms] + ([depth] if depth is not None else [])
+            host = torch.stack([p.double() for p in parts]).cpu().numpy()
+        risk, grad_sq = host[0], (host[1:1 + len(norms)] ** 2).sum(0)
+        G = L * M * grad_sq
+        lengths = step_lengths(self._lrs(module), grad_sq, self._theta0 + self.record.path_length, L * M,
                                torch.finfo(module.net.u.dtype).eps)
-        depth = module.depth_steps()
-        parts = [module.last_risk.reshape(-1).double(), G.double(), lengths] + ([depth.double()] if depth is not None
-                                                                                else [])
-        risk, G, lengths, *depth = torch.stack(parts).cpu().unbind(0)
-        if self.cadence.full_batch_rows and bool(G.isfinite().all()):
+        if self.cadence.full_batch_rows and np.isfinite(G).all():
             x, y = self.data.x_train, self.data.y_train
-            risk, G = (torch.tensor([v], dtype=torch.float64)
-                       for v in D.risk_and_grad_norm2(module.net, x, y, self.depth_weight))
-        return risk, G, lengths, depth[0] if depth else None
+            risk, G = (np.array([v]) for v in D.risk_and_grad_norm2(module.net, x, y, self.depth_weight))
+        return risk, G, lengths, host[-1] if depth is not None else None
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         rec, step = self.record, trainer.global_step
         risk, G, lengths, depth = self._stats(pl_module)
-        taus = [pl_module.tau(r) for r in range(rec.R)]
-        took = rec.step(step, risk, G, torch.tensor(taus, dtype=torch.float64), lengths, depth)
-        pl_module.zero_member_grads(~took)  # stopped members: this step leaves their particles as they are
-        diverged = (rec.diverged_at == step).nonzero().flatten().tolist()
+        took = rec.step(step, risk, G, self._taus(pl_module), lengths, depth)
+        if not took.all():
+            pl_module.zero_member_grads(~took)  # stopped members: this step leaves their particles as they are
+        diverged = np.flatnonzero(rec.diverged_at == step).tolist()
         if diverged and self.cadence.fail_on_divergence:
             r = diverged[0]
             raise DivergenceError(f"non-finite risk ({float(risk[r])}) or gradient norm ({float(G[r])}) at step {step}")
@@ -119,6 +134,18 @@ class FlowDiagnostics(pl.Callback):
             self._log_rows(pl_module, [r for r in range(rec.R) if took[r]], step)
         if rec.done:
             trainer.should_stop = True
+
+    def _taus(self, module) -> np.ndarray:
+        """(R,): the flow time of one step of each member (fixed for the job: computed once)."""
+        if self._tau_array is None:
+            self._tau_array = np.array([module.tau(r) for r in range(self.record.R)])
+        return self._tau_array
+
+    def _lrs(self, module) -> np.ndarray:
+        """(R,): each member's learning rate (fixed for the job: computed once)."""
+        if self._lr_array is None:
+            self._lr_array = module.member_lrs().cpu().numpy()
+        return self._lr_array
 
     def _log_rows(self, module, members: List[int], step: int, final: bool = False,
                   rows: Optional[dict] = None) -> None:
@@ -149,7 +176,7 @@ class FlowDiagnostics(pl.Callback):
         x, y = out.data.x_train[:n].to(net.u.device), out.data.y_train[:n].to(net.u.device)
         if out.depths is None:
             kd = D.kernel_diagnostics(net, x, y, memory_budget=self.cadence.kernel_memory, keep_kernel=True)
-            row.update(self._meter(r, net, x, y, kd.K, int(row["step"]), tau))
+            row.update(self._meter(r, net, x, y, kd, int(row["step"]), tau))
         else:
             from ..diagnostics import depth
 
@@ -160,9 +187,11 @@ class FlowDiagnostics(pl.Callback):
                 out.spectrum.append({"step": row["step"], "flow_time": row["flow_time"], "decade": decade,
                                      "eigenvalues": count, "residual_share": share})
 
-    def _meter(self, r: int, net, x, y, K_t, step: int, tau: float) -> dict:
-        """The feature-learning meter against mu_0 on the kernel samples; its reference (the initial network,
-        K_0, f_0) is computed once, from the record's initial particles (so a resumed run gets the same one)."""
+    def _meter(self, r: int, net, x, y, kd, step: int, tau: float) -> dict:
+        """The feature-learning meter against mu_0 on the kernel samples, from the kernel and the states the
+        kernel diagnostics kd built; its reference (the initial network, K_0, f_0, its states, K_0's
+        eigendecomposition) is computed once, from the record's initial particles (a resumed run gets the
+        same one)."""
         from ..diagnostics import feature_learning as FL
         from ..model.layered import MeanFieldResNet
 
@@ -170,11 +199,12 @@ class FlowDiagnostics(pl.Callback):
             p = self.record.members[r].init
             init = MeanFieldResNet({k: p[k].clone() for k in "uwb"}, net.spec, net.embedding.clone(),
                                    net.readout.clone()).detached(dtype="float64")
-            K_0 = K_t if step == 0 else D.kernel_diagnostics(init, x, y, self.cadence.kernel_memory, keep_kernel=True).K
-            self._references[r] = (init, K_0, FL.outputs(init, x), torch.linalg.eigh(K_0))
-        init, K_0, f_0, eig_0 = self._references[r]
+            kd_0 = kd if step == 0 else D.kernel_diagnostics(init, x, y, self.cadence.kernel_memory, keep_kernel=True)
+            eig_0 = kd_0.eig if kd_0.eig is not None else torch.linalg.eigh(kd_0.K)
+            self._references[r] = (init, kd_0.K, FL.outputs(init, x), eig_0, kd_0.X)
+        init, K_0, f_0, eig_0, X_0 = self._references[r]
         own_flow = x.shape[0] == self.outputs[r].data.n_train and not self.cadence.full_batch_rows
-        return FL.meter_row(net, init, x, y, K_t, K_0, f_0, step, tau if own_flow else None, eig_0)
+        return FL.meter_row(net, init, x, y, kd.K, K_0, f_0, step, tau if own_flow else None, eig_0, kd.X, X_0)
 
     def _depth_row(self, r: int, net, row: dict) -> None:
         """The depth marginal's columns, its histogram into depths.csv, and a collapse as an event."""

@@ -39,6 +39,10 @@ class COTFlowModule(pl.LightningModule):
         # the full batch has static shapes: one compiled graph (CUDA graphs with reduce-overhead)
         self.risk_fn = risk if compile == "none" else torch.compile(risk, mode=compile)
         self.cuda_graphs = compile == "reduce-overhead"
+        # the step is ours (training_step): Lightning's automatic loop adds closures, result collections and
+        # hook lookups that cost as much as the step itself on small models; its hooks, checkpoints and
+        # callbacks (on_before_optimizer_step included) stay
+        self.automatic_optimization = False
 
     def __setattr__(self, name, value):
         # Lightning sets _current_fx_name (a str) around each of the ~12 hooks of every step; nn.Module's
@@ -54,14 +58,24 @@ class COTFlowModule(pl.LightningModule):
         return flow_time_step(self.dts[r], self.net.L, self.net.M, self.parameterization)
 
     def training_step(self, batch, batch_idx):
+        """One step of the flow: the risk of the step's particles, its gradient, the SGD update (whose
+        on_before_optimizer_step hooks record and log the step)."""
         x, y = batch
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
         if self.cuda_graphs:
             # each step is a new replay: its outputs may overwrite the previous step's
             torch.compiler.cudagraph_mark_step_begin()
         risks = self.risk_fn(x, y)
         # a copy: a graph replay reuses its output buffers, and callbacks read this after backward
         self.last_risk = risks.detach().clone()
-        return (self.loss_weights * risks).sum() if self.replicated else risks
+        self.manual_backward((self.loss_weights * risks).sum() if self.replicated else risks)
+        optimizer.step()
+        if self.depth_lr_factor is not None:  # before any callback (a checkpoint) sees the depths
+            from ..model.depth import fold_depth
+
+            with torch.no_grad():  # the model is invariant under the fold: it only undoes a discrete overshoot
+                self.net.s.copy_(fold_depth(self.net.s))
 
     def member_net(self, r: int) -> MeanFieldResNet:
         """Member r's network: the network itself, or replica r of a ReplicatedResNet (sharing storage,
@@ -70,6 +84,10 @@ class COTFlowModule(pl.LightningModule):
 
     def theta(self) -> List[torch.nn.Parameter]:
         return [self.net.u, self.net.w, self.net.b]
+
+    def theta_grads(self) -> List[torch.Tensor]:
+        """The current step's gradients of u, w, b (one network)."""
+        return [self.net.u.grad, self.net.w.grad, self.net.b.grad]
 
     @property
     def members(self) -> int:
@@ -101,14 +119,15 @@ class COTFlowModule(pl.LightningModule):
             return None
         return (self.lr * self.depth_lr_factor * self.net.s.grad.pow(2).mean().sqrt()).reshape(1)
 
-    def zero_member_grads(self, stop: torch.Tensor) -> None:
+    def zero_member_grads(self, stop) -> None:
         """Make this step a no-op for the members in the (R,) bool mask `stop` (converged or diverged)."""
+        keep = torch.as_tensor(~stop)
         for p in self.net.parameters():
             if p.grad is None:
                 continue
             if self.replicated:
-                p.grad.mul_((~stop).to(p.grad.device, p.grad.dtype).view(-1, *[1] * (p.grad.dim() - 1)))
-            elif bool(stop[0]):
+                p.grad.mul_(keep.to(p.grad.device, p.grad.dtype).view(-1, *[1] * (p.grad.dim() - 1)))
+            elif not bool(keep[0]):
                 p.grad.zero_()
 
     def configure_optimizers(self):
@@ -117,13 +136,6 @@ class COTFlowModule(pl.LightningModule):
             groups.append({"params": [self.net.s], "lr": self.lr * self.depth_lr_factor})
         return torch.optim.SGD(groups, lr=self.lr)
 
-    def optimizer_step(self, *args, **kwargs):
-        super().optimizer_step(*args, **kwargs)
-        if self.depth_lr_factor is not None:  # before any callback (a checkpoint) sees the depths
-            from ..model.depth import fold_depth
-
-            with torch.no_grad():  # the model is invariant under the fold: it only undoes a discrete overshoot
-                self.net.s.copy_(fold_depth(self.net.s))
 
 
 class FlowDataModule(pl.LightningDataModule):

@@ -67,7 +67,7 @@ def progress_callback(mode: str, record, total: int, interval_s: float = 30.0):
 
         def _fields(self, step: int) -> str:
             running = record.running
-            row = record.step_row(int(running.nonzero()[0]) if bool(running.any()) else 0)
+            row = record.step_row(int(running.argmax()) if running.any() else 0)
             rate = (step - self.start) / max(time.time() - self.t0, 1e-9)
             done = int((~running).sum())
             tail = f" replicas done {done}/{record.R}" if record.R > 1 else ""

@@ -1,8 +1,9 @@
 """The flows' running record (docs/math.md, "Training is the COT flow"). No Lightning here.
 
 `FlowRecord` keeps what the diagnostics accumulate along the flows of one job, one network or the R
-replicas of a vectorized job, as (R,) float64 tensors: every step updates all members at once (the
-totals, the P-Ł minimum, the divergence and convergence tests). What a flow needs rarely (its rows, its
+replicas of a vectorized job, as (R,) float64 arrays on the host (numpy: an operation on a few numbers costs
+a microsecond, a torch one several): every step updates all members at once (the totals, the P-Ł minimum,
+the divergence and convergence tests). What a flow needs rarely (its rows, its
 certificate, its feature eigenvalues, its initial particles, its events) is kept per member.
 
 Step k describes the particles theta_k before the k-th update. A member's status: running until a stop:
@@ -15,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,9 +30,13 @@ STEP_VALUES = ("step", "flow_time", "risk_train", "grad_norm2", "pl_ratio", "pat
                "depth_path_length")
 
 
-def _members(value, n: int) -> Tensor:
-    """A per-member float64 tensor (R,) from a number or a sequence."""
-    return torch.as_tensor(value, dtype=torch.float64).reshape(-1).expand(n).clone()
+def _members(value, n: int) -> np.ndarray:
+    """A per-member float64 array (R,) from a number, a sequence or a tensor."""
+    if isinstance(value, np.ndarray) and value.shape == (n,) and value.dtype == np.float64:
+        return value  # the per-step path: the callback's own arrays, never written to here
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    return np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(-1), (n,)).copy()
 
 
 @dataclass
@@ -51,15 +57,15 @@ class FlowRecord:
     def __init__(self, converge_ratio=0.0, members: int = 1, depth: bool = False):
         R = members
         self.converge_ratio = _members(converge_ratio, R)
-        self.risk0 = torch.full((R,), math.nan, dtype=torch.float64)
-        self.fidelity_integral = torch.zeros(R, dtype=torch.float64)
-        self.path_length = torch.zeros(R, dtype=torch.float64)
-        self.depth_path_length = torch.zeros(R, dtype=torch.float64) if depth else None
-        self.min_pl_ratio = torch.full((R,), math.inf, dtype=torch.float64)
-        self.status = torch.full((R,), RUNNING, dtype=torch.int64)
-        self.stopped_at = torch.full((R,), -1, dtype=torch.int64)
-        self.diverged_at = torch.full((R,), -1, dtype=torch.int64)
-        self.last = {k: torch.full((R,), math.nan, dtype=torch.float64) for k in STEP_VALUES}  # last finite step
+        self.risk0 = np.full(R, math.nan)
+        self.fidelity_integral = np.zeros(R)
+        self.path_length = np.zeros(R)
+        self.depth_path_length = np.zeros(R) if depth else None
+        self.min_pl_ratio = np.full(R, math.inf)
+        self.status = np.full(R, RUNNING, dtype=np.int64)
+        self.stopped_at = np.full(R, -1, dtype=np.int64)
+        self.diverged_at = np.full(R, -1, dtype=np.int64)
+        self.last = {k: np.full(R, math.nan) for k in STEP_VALUES}  # every member's last finite step
         self.members = [Member() for _ in range(R)]
 
     @property
@@ -67,7 +73,7 @@ class FlowRecord:
         return len(self.members)
 
     @property
-    def running(self) -> Tensor:
+    def running(self) -> np.ndarray:
         return self.status == RUNNING
 
     @property
@@ -78,36 +84,61 @@ class FlowRecord:
     def status_of(self, r: int) -> str:
         return STATUSES[int(self.status[r])]
 
-    def step(self, step: int, risk, G, tau, step_length, depth_step=None) -> Tensor:
+    def step(self, step: int, risk, G, tau, step_length, depth_step=None) -> np.ndarray:
         """Record step k for every running member: (risk, G) of theta_k, tau the step's flow time, step_length
         an upper bound of its length in the flow's metric, depth_step its depth part (depth-mobile particles);
-        each a number or an (R,) tensor. Returns the (R,) mask of the members that take this step (running
-        and finite); a running member with a non-finite value diverges here."""
+        each a number, a sequence or an (R,) array. Returns the (R,) mask of the members that take this step
+        (running and finite); a running member with a non-finite value diverges here."""
         R = self.R
         risk, G, tau, length = (_members(v, R) for v in (risk, G, tau, step_length))
         depth = _members(0.0 if depth_step is None else depth_step, R)
         running = self.running
-        finite = risk.isfinite() & G.isfinite() & length.isfinite() & depth.isfinite()
-        self.status[running & ~finite] = DIVERGED
-        self.diverged_at[running & ~finite] = step
-        ok = running & finite
-        self.risk0 = torch.where(ok & self.risk0.isnan(), risk, self.risk0)
-        ratio = torch.where(risk > 0, G / risk, torch.full_like(risk, math.inf))
-        values = {"step": torch.full_like(risk, step), "flow_time": step * tau, "risk_train": risk, "grad_norm2": G,
-                  "pl_ratio": torch.where(risk > 0, G / risk, torch.full_like(risk, math.nan)),
-                  "path_length": self.path_length, "risk_predicted": self.risk0 * torch.exp(-self.fidelity_integral),
-                  "depth_path_length": self.depth_path_length if self.depth_path_length is not None else risk * math.nan}
-        for k, v in values.items():
-            self.last[k] = torch.where(ok, v, self.last[k])
-        self.min_pl_ratio = torch.where(ok, torch.minimum(self.min_pl_ratio, ratio), self.min_pl_ratio)
-        self.fidelity_integral = self.fidelity_integral + torch.where(ok, tau * ratio, 0.0)
-        self.path_length = self.path_length + torch.where(ok, length, 0.0)
-        if self.depth_path_length is not None:
-            self.depth_path_length = self.depth_path_length + torch.where(ok, depth, 0.0)
-        converged = ok & (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
+        if running.all() and np.isfinite(risk).all() and np.isfinite(G).all() and np.isfinite(length).all() \
+                and np.isfinite(depth).all() and (risk > 0).all() and not np.isnan(self.risk0).any():
+            return self._step_all(step, risk, G, tau, length, depth)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            finite = np.isfinite(risk) & np.isfinite(G) & np.isfinite(length) & np.isfinite(depth)
+            self.status[running & ~finite] = DIVERGED
+            self.diverged_at[running & ~finite] = step
+            ok = running & finite
+            self.risk0 = np.where(ok & np.isnan(self.risk0), risk, self.risk0)
+            ratio = np.where(risk > 0, G / risk, math.inf)
+            values = {"step": np.full(R, float(step)), "flow_time": step * tau, "risk_train": risk, "grad_norm2": G,
+                      "pl_ratio": np.where(risk > 0, G / risk, math.nan), "path_length": self.path_length,
+                      "risk_predicted": self.risk0 * np.exp(-self.fidelity_integral),
+                      "depth_path_length": self.depth_path_length if self.depth_path_length is not None
+                      else np.full(R, math.nan)}
+            for k, v in values.items():
+                self.last[k] = np.where(ok, v, self.last[k])
+            self.min_pl_ratio = np.where(ok, np.minimum(self.min_pl_ratio, ratio), self.min_pl_ratio)
+            self.fidelity_integral = self.fidelity_integral + np.where(ok, tau * ratio, 0.0)
+            self.path_length = self.path_length + np.where(ok, length, 0.0)
+            if self.depth_path_length is not None:
+                self.depth_path_length = self.depth_path_length + np.where(ok, depth, 0.0)
+            converged = ok & (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
         self.status[converged] = CONVERGED
         self.stopped_at[converged] = step + 1
         return ok
+
+    def _step_all(self, step: int, risk, G, tau, length, depth) -> np.ndarray:
+        """step() when every member runs and every value is finite (nearly every step): the same updates,
+        without the masks."""
+        ratio = G / risk
+        last = self.last
+        last["step"][:], last["flow_time"], last["risk_train"], last["grad_norm2"] = step, step * tau, risk, G
+        last["pl_ratio"], last["path_length"] = ratio, self.path_length
+        last["risk_predicted"] = self.risk0 * np.exp(-self.fidelity_integral)
+        if self.depth_path_length is not None:
+            last["depth_path_length"] = self.depth_path_length
+            self.depth_path_length = self.depth_path_length + depth
+        np.minimum(self.min_pl_ratio, ratio, out=self.min_pl_ratio)
+        self.fidelity_integral = self.fidelity_integral + tau * ratio
+        self.path_length = self.path_length + length
+        converged = (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
+        if converged.any():
+            self.status[converged] = CONVERGED
+            self.stopped_at[converged] = step + 1
+        return np.ones(self.R, dtype=bool)
 
     def step_row(self, r: int) -> Dict[str, Optional[float]]:
         """Member r's row of its last finite step (the cheap per-step columns); {} before any."""
@@ -132,7 +163,7 @@ class FlowRecord:
             self.status[r] = CONVERGED
         row = {"step": steps, "flow_time": steps * tau, "risk_train": risk, "grad_norm2": G,
                "pl_ratio": G / risk if risk > 0 else math.nan, "path_length": float(self.path_length[r]),
-               "risk_predicted": float(self.risk0[r] * torch.exp(-self.fidelity_integral[r]))}
+               "risk_predicted": float(self.risk0[r] * np.exp(-self.fidelity_integral[r]))}
         if self.depth_path_length is not None:
             row["depth_path_length"] = float(self.depth_path_length[r])
         return row
@@ -145,7 +176,7 @@ class FlowRecord:
         step = int(self.diverged_at[r])
         row = {"step": step, "flow_time": step * tau, "risk_train": risk, "grad_norm2": None, "pl_ratio": None,
                "path_length": float(self.path_length[r]),
-               "risk_predicted": float(self.risk0[r] * torch.exp(-self.fidelity_integral[r]))}
+               "risk_predicted": float(self.risk0[r] * np.exp(-self.fidelity_integral[r]))}
         if self.depth_path_length is not None:
             row["depth_path_length"] = float(self.depth_path_length[r])
         return row
@@ -212,17 +243,20 @@ class FlowRecord:
                 "lambda_min_feature_layers": dict(m.feature_layers), "events": list(m.events)}
 
     def state_dict(self) -> dict:
-        tensors = ("converge_ratio", "risk0", "fidelity_integral", "path_length", "depth_path_length",
-                   "min_pl_ratio", "status", "stopped_at", "diverged_at")
-        return {**{k: getattr(self, k) for k in tensors}, "last": dict(self.last),
+        """The record as tensors and plain containers (a checkpoint loads with weights_only)."""
+        arrays = ("converge_ratio", "risk0", "fidelity_integral", "path_length", "depth_path_length",
+                  "min_pl_ratio", "status", "stopped_at", "diverged_at")
+        tensor = lambda a: None if a is None else torch.from_numpy(a.copy())
+        return {**{k: tensor(getattr(self, k)) for k in arrays}, "last": {k: tensor(v) for k, v in self.last.items()},
                 "members": [{**asdict(m), "certificate": asdict(m.certificate) if m.certificate else None}
                             for m in self.members]}
 
     def load_state_dict(self, state: dict) -> None:
         state = dict(state)
         members = state.pop("members")
+        array = lambda t: None if t is None else t.numpy().copy()
         for k, v in state.items():
-            setattr(self, k, v)
+            setattr(self, k, {n: array(x) for n, x in v.items()} if k == "last" else array(v))
         self.members = [Member(**{**m, "certificate": Certificate(**m["certificate"]) if m["certificate"] else None})
                         for m in members]
 

@@ -16,11 +16,16 @@ from ..rundir import contract as RD
 def diagnostics_of(net, init, x_train, y_train, n_kernel: int, depth_weight: Optional[float] = None):
     """(every diagnostic of one set of particles as a dict, its KernelDiagnostics), from scratch: risk, G,
     P-L ratio, kernels, distances, and the depth marginal of depth-mobile particles. `depth_weight`: kappa
-    when the depths move (the Wasserstein flow)."""
+    when the depths move (the Wasserstein flow). Particles that overflowed (a diverged run keeps those it
+    diverged at) get their risk and G only: no kernel or distance is defined for them (KernelDiagnostics None)."""
+    import math
+
     from .. import diagnostics as D
 
     risk, G = D.risk_and_grad_norm2(net, x_train, y_train, depth_weight)
     out = {"risk_train": risk, "grad_norm2": G, "pl_ratio": G / risk if risk > 0 else None}
+    if not all(bool(t.isfinite().all()) for t in net.particles().values()) or not math.isfinite(risk):
+        return out, None
     if net.spec.depth_kernel is None:
         kd = D.kernel_diagnostics(net, x_train[:n_kernel], y_train[:n_kernel])
     else:
@@ -76,10 +81,14 @@ def diagnose(run_dir: Path, n_probe: Optional[int] = None) -> dict:
         moving = meta.get("depth_weight") if meta.get("geometry") == "wasserstein" else None
         out[which], kds[which] = diagnostics_of(net, particles["init"], data["x_train"], data["y_train"], n_probe,
                                                 moving)
+        if kds[which] is None and which == "init":
+            raise RD.RunDirError(f"{run_dir / RD.PARTICLES}: the initial particles are not finite")
         out[which].update(D.evaluate(net, data["x_test"], data["y_test"], bool(data.get("classification")), "test"))
-    kd0 = kds["init"]
+    kd0, summary = kds["init"], RD.read_summary(run_dir) or {}
+    steps = summary.get("steps") or 0
     cert = Certificate("full" if n_probe == n_train else "probe", n_probe, n_train, kd0.lambda_min.value,
-                       kd0.lambda_min.resolution, kd0.risk)
+                       kd0.lambda_min.resolution, kd0.risk, activation=meta.get("activation", "tanh"),
+                       lambda_max=kd0.lambda_max, tau=summary["flow_time"] / steps if steps else float("nan"))
     out["certificate"] = cert.summary(0.0, None)
     return out
 
