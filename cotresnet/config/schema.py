@@ -94,6 +94,7 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     max_steps: int = 1500
+    flow_time: Optional[float] = None  # T: train for max_steps = T / (a step's flow time); null: max_steps
     accelerator: str = "cpu"
     log_every: int = 25  # steps between rows of metrics.csv
     converge_ratio: float = 1e-4  # stop as `converged` once risk_train <= ratio * initial risk

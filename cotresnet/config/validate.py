@@ -53,6 +53,7 @@ def validate(cfg) -> None:
     if o.batch_size is not None:
         _at_least("optim.batch_size", o.batch_size, 1)
     _validate_trainer(t)
+    _validate_flow_time(cfg)
     if cfg.logger.wandb is not None:
         _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
     for key in ("kernel_every", "ot_every"):
@@ -162,6 +163,27 @@ def _learning_rate_fits(cfg) -> None:
     if o.dt * factor > top:
         raise ConfigError(f"optim.dt={o.dt!r} gives the learning rate dt L M = {o.dt * factor:.3g}, beyond "
                           f"model.dtype={m.dtype}'s largest number; it must be <= {top / factor:.3g}")
+
+
+def _validate_flow_time(cfg) -> None:
+    """trainer.flow_time replaces the step budget: max_steps must be left at its default or agree with it, and
+    a vectorized job's replicas share one budget, so their dt (hence their steps) cannot differ."""
+    from .derived import MAX_STEPS_DEFAULT, flow_time_steps
+
+    T = cfg.trainer.flow_time
+    if T is None:
+        return
+    _finite("trainer.flow_time", T, positive=True)
+    steps = flow_time_steps(cfg)
+    if cfg.trainer.max_steps not in (MAX_STEPS_DEFAULT, steps):
+        raise ConfigError(f"trainer.flow_time={T!r} sets the step budget ({steps} steps of flow time "
+                          f"{T / steps:.4g}) and trainer.max_steps={cfg.trainer.max_steps} another; set one of them")
+    if "optim.dt" in cfg.sweep.vectorize or any("optim.dt=" in r for r in cfg.sweep.replicas):
+        raise ConfigError("trainer.flow_time with replicas over optim.dt: each dt needs its own step budget; sweep "
+                          "optim.dt as separate jobs (drop it from sweep.vectorize)")
+    if steps > 10**9:
+        raise ConfigError(f"trainer.flow_time={T!r} needs {steps} steps of optim.dt={cfg.optim.dt!r}; it must be "
+                          "<= 1e9 steps")
 
 
 def _validate_trainer(t) -> None:

@@ -134,11 +134,13 @@ class JobCheck:
 def check_job(cfg, run_dir: Path) -> JobCheck:
     """Every check of a job in `run_dir`, leaving nothing behind: config, data, device, that the directory
     can be made, its owner (ownership.plan) and the checkpoint it would resume from."""
+    from ..config.derived import flow_time_steps
     from ..config.replicas import replica_config, replica_dirname
     from ..rundir import ownership as O
 
     run_dir = Path(run_dir).absolute()
     validate(cfg)
+    cfg.trainer.max_steps = flow_time_steps(cfg)  # trainer.flow_time's budget: every reader sees the steps
     check_creatable(run_dir)
     members, datasets = [], {}
     for replica in cfg.sweep.replicas or [None]:

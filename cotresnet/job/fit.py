@@ -225,6 +225,16 @@ def write_summary(m, fields: dict) -> dict:
     return summary
 
 
+def record_interruption(check: JobCheck) -> None:
+    """A job stopped by a signal before its training wrote a summary (while it set up or checked): an
+    `interrupted` summary with no steps in every member's directory that has none, so the run says what
+    happened and a rerun starts it again."""
+    for m in check.members:
+        if not (m.run_dir / RD.SUMMARY).exists():
+            write_summary(m, {"status": "interrupted", "steps": 0, "flow_time": 0.0, "final": {}, "risk_init": None,
+                              "min_pl_ratio": None, "certificate": None, "events": []})
+
+
 def record_failure(check: JobCheck, error: BaseException) -> None:
     """A job that raised: traceback.txt and a `failed` summary.json in every member's directory."""
     import traceback
@@ -243,6 +253,7 @@ def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
     leaves traceback.txt and a `failed` summary, and the exception propagates."""
     from ..rundir.ownership import RunLock
     from .checks import replan
+    from .resume import Interrupted
 
     if check.plan.action == "done":  # a finished run is read, never written: no lock (its directory may be read-only)
         return "done", [RD.read_summary(m.run_dir) for m in check.members]
@@ -269,6 +280,9 @@ def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
         except Exception as e:
             record_failure(check, e)
             log.error("job failed: %s (traceback in %s)", e, check.run_dir)
+            raise
+        except (KeyboardInterrupt, Interrupted):  # a signal before training wrote anything: say so
+            record_interruption(check)
             raise
         finally:
             logging.getLogger().removeHandler(handler)

@@ -129,6 +129,23 @@ def _outputs(run_dir: Path) -> List[str]:
     return [name for name in RD.OUTPUTS if (run_dir / name).exists()]
 
 
+def _stopped_before_identity(dirs: List[Path]) -> bool:
+    """Only what a job that stopped before its identity leaves: train.log, traceback.txt and a summary saying
+    it failed or was interrupted at step 0."""
+    for d in dirs:
+        names = set(_outputs(d))
+        if not names <= {RD.LOG, RD.TRACEBACK, RD.SUMMARY}:
+            return False
+        if RD.SUMMARY in names:
+            try:
+                s = RD.read_json(d / RD.SUMMARY)
+            except RD.RunDirError:
+                return False
+            if s.get("status") not in ("failed", "interrupted") or s.get("steps", 0):
+                return False
+    return True
+
+
 def _satisfied(summary: Optional[dict], cfg) -> bool:
     """A finished run whose stop rule also holds under this configuration's max_steps and converge_ratio."""
     if not summary or summary.get("status") not in ("converged", "max_steps", "diverged"):
@@ -151,8 +168,10 @@ def plan(cfg, job_dir: Path, ident: dict, member_dirs: List[Path]) -> Plan:
     except RD.RunDirError as e:
         old, unreadable = None, str(e)
     clear = [d / n for d in dirs for n in _outputs(d)]
-    if old is None and unreadable is None and (job_dir / RD.LOCK).exists() and set(occupied) <= {RD.LOG, RD.TRACEBACK}:
-        # our lock and log alone: a job stopped (signal, crash) before it wrote its identity
+    if old is None and unreadable is None and (job_dir / RD.LOCK).exists() and occupied \
+            and _stopped_before_identity(dirs):
+        # our lock, log and stop record alone: a job stopped (signal, crash) before it wrote its identity (a lock
+        # alone is this job's own, taken a moment ago: the run is new)
         return Plan("restart", clear=clear, reason="the previous job stopped before it wrote its identity")
     if occupied and (old is None or old.get("fingerprint") != ident["fingerprint"]):
         if cfg.overwrite:

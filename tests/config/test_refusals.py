@@ -45,6 +45,10 @@ BAD = [  # (overrides, what the message must name)
     (["data.teacher.scale=-2"], "data.teacher.scale"), (["data.teacher.noise=nan"], "data.teacher.noise"),
     (["data.teacher.activation=abs"], "data.teacher.activation"), (["data.teacher.inputs=cube"], "data.teacher.inputs"),
     (["data.name=file", "data.path=/nonexistent/data.pt"], "data.path"), (["data.name=file"], "data.path"),
+    (["trainer.flow_time=0"], "trainer.flow_time"), (["trainer.flow_time=nan"], "trainer.flow_time"),
+    (["trainer.flow_time=10", "trainer.max_steps=7"], "trainer.flow_time"),
+    (["trainer.flow_time=1e12", "optim.dt=1e-3"], "trainer.flow_time"),
+    (["trainer.flow_time=10", "sweep.replicas=['optim.dt=0.1','optim.dt=0.2']"], "trainer.flow_time"),
     (["trainer.max_steps=0"], "trainer.max_steps"), (["trainer.log_every=0"], "trainer.log_every"),
     (["trainer.accelerator=tpu"], "trainer.accelerator"), (["trainer.converge_ratio=-1"], "trainer.converge_ratio"),
     (["trainer.converge_ratio=nan"], "trainer.converge_ratio"), (["trainer.matmul_precision=low"], "trainer.matmul_precision"),
@@ -210,3 +214,14 @@ def test_an_empty_or_uncreatable_run_directory_is_refused_leaving_nothing(tmp_pa
     assert e.value.code == 2 and "hydra.run.dir is empty" in capsys.readouterr().err
 
 
+
+
+@pytest.mark.parametrize("overrides, steps", [(["trainer.flow_time=3", "optim.dt=0.2"], 15),
+                                              (["trainer.flow_time=3", "optim.dt=0.2", "trainer.max_steps=15"], 15),
+                                              (["trainer.flow_time=0.01", "optim.dt=0.2"], 1),
+                                              # standard: a step moves the flow by dt / (L M) = dt / 24
+                                              (["trainer.flow_time=1", "optim.dt=2.4",
+                                                "optim.parameterization=standard"], 10)])
+def test_flow_time_sets_the_step_budget(tmp_path, overrides, steps):
+    check = check_job(compose_config([*SMALL, *overrides]), tmp_path / "run")
+    assert check.cfg.trainer.max_steps == steps

@@ -10,6 +10,7 @@ import torch
 from cotresnet.errors import ConfigError
 from cotresnet.job.checks import check_job
 from cotresnet.job.flow_callback import FlowDiagnostics
+from cotresnet.rundir import contract as RD
 from helpers import SHORT, read_particles, train_small
 
 
@@ -190,3 +191,23 @@ def test_changed_data_file_contents_are_another_configuration(tmp_path, small):
 
 
 
+
+
+def test_a_fresh_run_logs_no_restart(tmp_path):
+    _, run = train_small(tmp_path / "run", *SHORT)
+    assert "restart" not in (run / "train.log").read_text()
+
+
+def test_a_signal_before_the_first_step_leaves_an_interrupted_summary(tmp_path, monkeypatch):
+    import cotresnet.job.fit as F
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(F, "prepare", interrupted)  # the moment after the lock, before any training file
+    with pytest.raises(KeyboardInterrupt):
+        train_small(tmp_path / "run", *SHORT)
+    s = RD.read_summary(tmp_path / "run")
+    assert s["status"] == "interrupted" and s["steps"] == 0 and s["final"] == {}
+    monkeypatch.undo()
+    summary, _ = train_small(tmp_path / "run", *SHORT, action="restart")  # a rerun trains it from the start
+    assert summary["steps"] == 12
