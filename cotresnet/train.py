@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config.keys import composition_error
 from .config.schema import register
 from .errors import ConfigError, refuse, run_check
+from .rundir import contract as RD
 
 log = logging.getLogger("cotresnet")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -88,15 +89,28 @@ def refuse_composition_errors() -> None:
     Hydra.compose_config = composed_or_refused
 
 
-def _check_sweep(config: DictConfig) -> int:
-    """A grid sweep's jobs, checked before any is launched (sweeps.checks.check_grid); returns their count."""
+def _check_sweep(config: DictConfig) -> None:
+    """A grid sweep's jobs, checked before any is launched (sweeps.checks.check_grid), and its plan written:
+    every job's runs (a vectorized job trains one per replica)."""
     from .sweeps.checks import check_grid
 
     checked, plans = check_grid(config)
     _CHECKED.update(checked)
     if set(plans) - {"new"}:
         print("sweep plan: " + ", ".join(f"{n} {a}" for a, n in sorted(plans.items())), file=sys.stderr)
-    return sum(plans.values())
+    RD.write_sweep_plan(config.hydra.sweep.dir, "grid", sum(len(c.members) for c in checked.values()), len(checked))
+
+
+def _plan_search(config: DictConfig) -> None:
+    """The plan of a sweeper that chooses its jobs as it goes: n_trials jobs (Optuna's, Nevergrad's budget),
+    each training the base configuration's replicas."""
+    from .sweeps.expand import task_config
+
+    sweeper = config.hydra.sweeper
+    trials = sweeper.get("n_trials", sweeper.get("optim", {}).get("budget"))
+    runs_per_job = max(len(task_config(config).sweep.replicas), 1)
+    RD.write_sweep_plan(config.hydra.sweep.dir, sweeper._target_.rsplit(".", 1)[-1],
+                        None if trials is None else int(trials) * runs_per_job, trials)
 
 
 class ValidateConfig(HydraCallback):
@@ -117,16 +131,49 @@ class ValidateConfig(HydraCallback):
         from .report.monitor import SweepMonitor
         from .sweeps.checks import check_search_space
 
-        total = None
+        if "submitit" in str(config.hydra.launcher.get("_target_", "")):
+            submitit_warnings_once()
+
         if config.hydra.sweeper._target_ in OUR_SWEEPERS:
-            total = run_check(_check_sweep, config)
-        elif "ThresholdSweeper" not in config.hydra.sweeper._target_:  # it checks each round itself
+            run_check(_check_sweep, config)
+        elif "ThresholdSweeper" not in config.hydra.sweeper._target_:  # it checks and plans each round itself
             run_check(check_search_space, config)  # other sweepers choose their jobs as they go
-        _SWEEP["dir"], _SWEEP["total"] = Path(str(config.hydra.sweep.dir)), total
-        _SWEEP["monitor"] = SweepMonitor(_SWEEP["dir"], total).start()
+            _plan_search(config)
+        _SWEEP["dir"] = Path(str(config.hydra.sweep.dir))
+        _SWEEP["monitor"] = SweepMonitor(_SWEEP["dir"]).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _end_sweep()
+
+
+class _Once(logging.Filter):
+    """Lets each message through once, its poll counter ("Call #12 - ") ignored."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import re
+
+        text = re.sub(r"^Call #\d+ - ", "", record.getMessage())
+        if record.levelno >= logging.WARNING and text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+def submitit_warnings_once() -> None:
+    """submitit logs each warning (a cluster without accounting: sacct fails at every poll) through its stdout
+    and stderr handlers and Hydra's root handler, again at every poll: show each once, on stderr."""
+    lg = logging.getLogger("submitit")
+    if any(isinstance(f, _Once) for f in lg.filters):
+        return
+    lg.addFilter(_Once())
+    lg.propagate = False
+    for h in lg.handlers:
+        if getattr(h, "stream", None) is sys.stdout:
+            h.addFilter(lambda record: record.levelno < logging.WARNING)
 
 
 def _end_sweep(suffix: str = "") -> None:
@@ -136,9 +183,10 @@ def _end_sweep(suffix: str = "") -> None:
     if "monitor" in _SWEEP:
         _SWEEP.pop("monitor").stop()
     if "dir" in _SWEEP:
-        line, total = count_statuses(_SWEEP.pop("dir")), _SWEEP.pop("total", None)
-        if suffix and total:  # a stopped sweep: say how many of its jobs never started
-            line += f"; {total} planned"
+        sweep_dir = _SWEEP.pop("dir")
+        line, plan = count_statuses(sweep_dir), RD.read_sweep_plan(sweep_dir)
+        if suffix and plan and plan["runs"]:  # a stopped sweep: say how many of its runs it planned
+            line += f"; {plan['runs']} planned"
         print(line + suffix, flush=True)
 
 

@@ -166,7 +166,8 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
                                 {"fingerprint": check.identity["fingerprint"], "identity": check.identity,
                                  "wandb_ids": wandb_ids})
     stop = StopOnRequest()
-    shown = [progress_callback(cfg.trainer.progress, diag.record, cfg.trainer.max_steps)] \
+    shown = [progress_callback(cfg.trainer.progress, diag.record, cfg.trainer.max_steps,
+                                check.run_dir)] \
         if cfg.trainer.progress != "none" else []
     trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, diag, *shown],
                        (plan.checkpoint, check.checkpoint) if plan.checkpoint is not None else None)

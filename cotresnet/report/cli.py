@@ -13,7 +13,7 @@ from typing import Dict, List
 import pandas as pd
 
 from ..rundir import contract as RD
-from .sweep import METRICS, collect, count_statuses, job_dirs, read_yaml, swept_keys
+from .sweep import METRICS, collect, count_statuses, read_yaml, run_dirs, swept_keys
 
 
 def _atomic_frame(df: pd.DataFrame, path: Path, kind: str) -> None:
@@ -29,7 +29,7 @@ def _atomic_frame(df: pd.DataFrame, path: Path, kind: str) -> None:
 
 def report_metrics(sweep_dir: Path) -> List[str]:
     """The metrics an experiment names for its figures (report.metrics of its jobs), else METRICS."""
-    for j in job_dirs(sweep_dir):
+    for j in run_dirs(sweep_dir):
         try:
             cfg = read_yaml(RD.config_path(j)) or {}
         except RD.RunDirError:

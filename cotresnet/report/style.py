@@ -102,23 +102,41 @@ _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def decade_label(value: float, _pos=None) -> str:
-    """10⁻³ for a power of ten, as plain text: what the eye reads on a log axis, without a mathtext parse
-    per label (the slowest part of drawing a figure of several log axes)."""
+    """10⁻³ for a power of ten, 2×10⁻⁴ or 0.2 otherwise, as plain text: what the eye reads on a log axis,
+    without a mathtext parse per label (the slowest part of drawing a figure of several log axes)."""
     if value <= 0 or not np.isfinite(value):
         return ""
-    exponent = np.log10(value)
-    if abs(exponent - round(exponent)) > 1e-9:
+    exponent = int(np.floor(np.log10(value) + 1e-9))
+    mantissa = value / 10.0**exponent
+    power = "1" if exponent == 0 else "10" + str(exponent).translate(_SUPERSCRIPT)
+    if abs(mantissa - round(mantissa)) > 1e-6:
         return f"{value:.2g}"
-    return "1" if round(exponent) == 0 else "10" + str(int(round(exponent))).translate(_SUPERSCRIPT)
+    if round(mantissa) == 1:
+        return power
+    return f"{value:g}" if -2 <= exponent <= 3 else f"{round(mantissa)}×{power}"
+
+
+def _log_locator():
+    """Decades, and 2 and 5 between them where the axis spans less than about one and a half decades (a
+    narrow log axis would show one tick, or none)."""
+    from matplotlib.ticker import LogLocator
+
+    class PaperLogLocator(LogLocator):
+        def tick_values(self, vmin, vmax):
+            lo, hi = sorted((vmin, vmax))
+            self.set_params(subs=(1.0, 2.0, 5.0) if lo > 0 and hi / lo < 30 else (1.0,))
+            return super().tick_values(vmin, vmax)
+
+    return PaperLogLocator(numticks=6)
 
 
 def log_axis(ax, which: str = "y") -> None:
-    """A log scale whose decades are labelled 10⁻³ (decade_label)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+    """A log scale labelled 10⁻³, 2×10⁻⁴ (decade_label), with ticks between decades on a narrow range."""
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
     axis = ax.yaxis if which == "y" else ax.xaxis
     (ax.set_yscale if which == "y" else ax.set_xscale)("log")
-    axis.set_major_locator(LogLocator(numticks=6))
+    axis.set_major_locator(_log_locator())
     axis.set_major_formatter(FuncFormatter(decade_label))
     axis.set_minor_locator(NullLocator())  # minor ticks cost a third of drawing a figure of log axes
 

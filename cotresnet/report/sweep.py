@@ -1,9 +1,11 @@
 """A sweep directory as one table: every job with its status, configuration, swept values and final
 metrics, and the counts a sweep line shows.
 
-A job is any directory below SWEEP_DIR holding `.hydra/config.yaml` (a vectorized job's replicas are
-its jobs). It works on a sweep still running: jobs without summary.json are `incomplete` (running or
-killed); a job whose files cannot be read is `corrupt`, with the file and the problem in `error`.
+A run is one flow with its run directory: any directory below SWEEP_DIR holding `.hydra/config.yaml`, except a
+vectorized job's own (its replicas are its runs); a job is one launch (column `job_dir`), which trains one run
+or, vectorized, several. Every count a sweep line shows is in runs. It works on a sweep still running: runs
+without summary.json are `incomplete` (running or killed); a run whose files cannot be read is `corrupt`, with
+the file and the problem in `error`. (The column `job` names the run, relative to the sweep directory.)
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ def read_yaml(path: Path):
         raise RD.RunDirError(f"{path}: not readable YAML ({e})") from e
 
 
-def job_dirs(sweep_dir: Path) -> List[Path]:
-    """Directories holding .hydra/config.yaml, except vectorized jobs' own (their replicas are the jobs)."""
+def run_dirs(sweep_dir: Path) -> List[Path]:
+    """Directories holding .hydra/config.yaml, except vectorized jobs' own (their replicas are the runs)."""
     dirs = {p.parent.parent for p in Path(sweep_dir).rglob(f"{RD.CONFIG_DIR}/{RD.CONFIG_YAML}")}
     return sorted((d for d in dirs if not _is_replica_container(d)), key=_job_order)
 
@@ -80,7 +82,11 @@ def _check_rows(job: Path, summary: dict) -> None:
 
 
 def job_row(job: Path, sweep_dir: Path) -> Dict[str, object]:
-    row: Dict[str, object] = {"job": str(job.relative_to(sweep_dir)), "path": str(job)}
+    owner = job.parent  # a replica's job: the directory above holding the job's identity
+    launch = owner if owner != Path(sweep_dir) and ((owner / RD.IDENTITY).exists() or (owner / RD.CONFIG_DIR).is_dir()) \
+        else job
+    row: Dict[str, object] = {"job": str(job.relative_to(sweep_dir)), "path": str(job),
+                              "job_dir": str(launch.relative_to(sweep_dir))}
     try:
         cfg = read_yaml(RD.config_path(job))
         if not isinstance(cfg, dict):
@@ -118,13 +124,13 @@ def job_row(job: Path, sweep_dir: Path) -> Dict[str, object]:
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
     """One row per job: status, every config value (`cfg.` prefix), swept values (`sweep.`), final metrics."""
-    return pd.DataFrame([job_row(j, Path(sweep_dir)) for j in job_dirs(sweep_dir)])
+    return pd.DataFrame([job_row(j, Path(sweep_dir)) for j in run_dirs(sweep_dir)])
 
 
 def swept_keys(sweep_dir: Path) -> List[str]:
     """Config keys that take more than one value across the sweep's jobs, in the order they first appear."""
     values: Dict[str, list] = {}
-    for j in job_dirs(sweep_dir):
+    for j in run_dirs(sweep_dir):
         try:
             for k, v in overrides(j).items():
                 values.setdefault(k, [])
@@ -142,19 +148,21 @@ def sweep_progress(sweep_dir: Path) -> Dict[str, int]:
 
     df = collect(sweep_dir)
     st = df["status"] if not df.empty else pd.Series([], dtype=object)
-    running = sum(1 for j in job_dirs(sweep_dir) if not (j / RD.SUMMARY).exists() and lock_holder(j) is not None)
+    running = sum(1 for j in run_dirs(sweep_dir) if not (j / RD.SUMMARY).exists() and lock_holder(j) is not None)
     return {"done": int(st.isin(RD.FINISHED + ("diverged", "interrupted")).sum()),
             "failed": int(st.isin(("failed", "corrupt")).sum()), "diverged": int((st == "diverged").sum()),
             "running": running}
 
 
 def count_statuses(sweep_dir: Path) -> str:
-    """One line: how many jobs, finished, diverged, failed (and others), naming the bad ones."""
+    """One line: how many runs (in how many jobs, where vectorized jobs train several), finished, diverged,
+    failed (and others), naming the bad ones."""
     df = collect(sweep_dir)
     if df.empty:
-        return f"sweep {sweep_dir}: no jobs found"
-    st = df["status"]
-    line = (f"sweep {Path(sweep_dir).name}: {len(df)} jobs: {int(st.isin(RD.FINISHED).sum())} finished "
+        return f"sweep {sweep_dir}: no runs found"
+    st, jobs = df["status"], df["job_dir"].nunique()
+    in_jobs = f" in {jobs} jobs" if jobs != len(df) else ""
+    line = (f"sweep {Path(sweep_dir).name}: {len(df)} runs{in_jobs}: {int(st.isin(RD.FINISHED).sum())} finished "
             f"({int((st == 'converged').sum())} converged), {int((st == 'diverged').sum())} diverged, "
             f"{int((st == 'failed').sum())} failed")
     other = df[~st.isin(RD.FINISHED + ("diverged", "failed"))]

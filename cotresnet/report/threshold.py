@@ -59,7 +59,7 @@ def threshold_report(sweep_dir, out_dir) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     boundary.to_csv(out_dir / BOUNDARY, index=False)
     fit = scaling_fit(boundary, settings["level"])
-    lines, scaling = _lines(key, boundary), None
+    lines, scaling = _lines(key, boundary, len(outcomes)), None
     unresolved = int((~boundary.resolved.astype(bool)).sum())
     if fit is None and "x" in boundary:
         lines.append(f"  no scaling law: {len(boundary) - unresolved} resolved combination(s), 3 are needed "
@@ -76,11 +76,13 @@ def threshold_report(sweep_dir, out_dir) -> dict:
             "outcomes": outcomes, "scaling": scaling, "lines": lines}
 
 
-def _lines(key: str, b: pd.DataFrame) -> List[str]:
-    """The search in a few lines: jobs against the grid, then each combination's bracket and estimate."""
+def _lines(key: str, b: pd.DataFrame, runs: int) -> List[str]:
+    """The search in a few lines: jobs (and runs: one per seed) against the grid, then each combination's
+    bracket and estimate."""
     jobs, grid = int(b.jobs.sum()), int(b.grid_jobs.sum())
-    lines = [f"threshold search {key}: {len(b)} combination(s), {jobs} jobs in {int(b.rounds.max())} rounds; "
-             f"a grid of the same resolution: {grid} jobs ({jobs / grid:.2f})"]
+    per_job = f" ({runs} runs)" if runs != jobs else ""
+    lines = [f"threshold search {key}: {len(b)} combination(s), {jobs} jobs{per_job} in {int(b.rounds.max())} "
+             f"rounds; a grid of the same resolution: {grid} jobs ({jobs / grid:.2f})"]
     for r in b.itertuples():
         est = f"  {key}* = {r.estimate:.4g} [{r.estimate_lo:.4g}, {r.estimate_hi:.4g}]" if np.isfinite(r.estimate) else ""
         note = f"  ({r.note})" if isinstance(r.note, str) and r.note else ""

@@ -9,7 +9,7 @@ written and read here only. No Lightning: readers (report, diagnose, plots) stay
     summary.json       status, final metrics, certificate, wall time, versions
     particles.pt       {"init": {u, w, b}, "final": {u, w, b}, "meta": {spec fields, embedding, readout, ...}}
     data.pt            {x_train, y_train, x_test, y_test, classification}, before embedding
-    plots/             risk, P-L ratio, lambda_min, distance, residual spectrum (PNG and PDF)
+    plots/             run.png: every panel of the run (run.pdf / run.svg on request)
     checkpoints/last.ckpt, train.log, traceback.txt (a failed job), .lock (held while a job runs)
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from .atomic import atomic_torch_save, atomic_write_bytes, load_trusted
 CONFIG_DIR, IDENTITY, METRICS, SPECTRUM, SUMMARY = ".hydra", "identity.json", "metrics.csv", "spectrum.csv", "summary.json"
 # inside CONFIG_DIR: the composed configuration, the job's overrides, Hydra's own configuration
 CONFIG_YAML, OVERRIDES_YAML, HYDRA_YAML = "config.yaml", "overrides.yaml", "hydra.yaml"
-# a sweep directory's own files: Hydra's multirun.yaml, the sweep report's directory
-MULTIRUN_YAML, REPORT = "multirun.yaml", "report"
+# a sweep directory's own files: Hydra's multirun.yaml, the sweep report's directory, what the sweep plans
+MULTIRUN_YAML, REPORT, SWEEP_PLAN = "multirun.yaml", "report", "sweep_plan.json"
 DEPTHS = "depths.csv"  # depth-mobile particles: the histogram of their depths at every row
 PARTICLES, DATA, PLOTS, CHECKPOINT = "particles.pt", "data.pt", "plots", "checkpoints/last.ckpt"
 LOG, TRACEBACK, LOCK = "train.log", "traceback.txt", ".lock"
@@ -260,3 +260,20 @@ def load_run_tensors(run_dir: Path) -> tuple:
         if not (isinstance(data[k], torch.Tensor) and data[k].dim() == 2):
             raise RunDirError(f"{Path(run_dir) / DATA}: '{k}' is not a 2-D tensor")
     return particles, data
+
+
+def write_sweep_plan(sweep_dir: Path, sweeper: str, runs: Optional[int], jobs: Optional[int],
+                     bound: bool = False) -> None:
+    """sweep_plan.json: what a sweep plans, in runs (one flow and one run directory each) and jobs (one launch
+    each; a vectorized job trains several runs). `bound`: a search's count if its brackets hold (it may
+    expand them and run more); None: the sweeper does not say."""
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(sweep_dir) / SWEEP_PLAN, {"sweeper": sweeper, "runs": runs, "jobs": jobs, "bound": bound})
+
+
+def read_sweep_plan(sweep_dir: Path) -> Optional[Dict[str, Any]]:
+    """The sweep's sweep_plan.json, or None (a sweep launched before plans were written, or not by us)."""
+    try:
+        return read_json(Path(sweep_dir) / SWEEP_PLAN)
+    except RunDirError:
+        return None

@@ -18,17 +18,14 @@ With direction "above" the success side is the upper one (M large enough converg
    replaces the end on its own side. Stop ("converged") when hi / lo <= ratio (log space),
    hi - lo <= width (linear space), or, for integers, hi - lo <= 1.
 
-Noise: the search trusts each point's verdict. Bisection keeps the invariant "lo on the lower
-side, hi on the upper side, no evaluated point inside (lo, hi)", so a wrong verdict (say a
-spurious success below the true threshold) moves the bracket to a false crossing, but the search
-still terminates and never evaluates a value twice; the logistic fit (threshold_stats) weighs
-every seed's outcome. Initial ends on the wrong sides (lo upper, hi lower; most often a wrong
-`direction`) stop the combination as "inverted".
+Noise: the search trusts each point's verdict. Bisection keeps "lo on the lower side, hi on the upper, no
+evaluated point inside (lo, hi)", so a wrong verdict moves the bracket to a false crossing, but the search
+still ends and never evaluates a value twice; the logistic fit (threshold_stats) weighs every seed. Initial
+ends on the wrong sides (most often a wrong `direction`) stop the combination as "inverted".
 
-Resume: the state is a pure function of the stored outcomes. Each query replays the search from
-the initial brackets, taking each round's verdicts from the outcome table, up to the first round
-with a missing (value, seed); so loading a table saved on disk resumes exactly where the search
-stopped, and next_points() asks only for what is missing.
+Resume: the state is a pure function of the stored outcomes: each query replays the search from the initial
+brackets up to the first round with a missing (value, seed), so a table loaded from disk resumes exactly
+where the search stopped, and next_points() asks only for what is missing.
 """
 from __future__ import annotations
 
@@ -39,10 +36,7 @@ from typing import Dict, List, Mapping, Tuple
 import numpy as np
 import pandas as pd
 
-from .threshold_stats import LogisticFit, PowerLawFit, fraction_threshold, logistic_threshold, power_law_fit
-
-__all__ = ["SearchConfig", "CombinationState", "PointRequest", "ThresholdSearch",
-           "logistic_threshold", "power_law_fit", "LogisticFit", "PowerLawFit"]
+from .threshold_stats import fraction_threshold
 
 RUNNING, CONVERGED, UNBRACKETED, INVERTED = "running", "converged", "unbracketed", "inverted"
 OUTCOME_COLUMNS = ["combination", "value", "seed", "success"]
@@ -149,9 +143,23 @@ def _step(cfg: SearchConfig, st: CombinationState, above: Dict[float, bool]) -> 
         return replace(st, status=INVERTED)
     if st.lo_above == st.hi_above:
         return _expand(cfg, st)
-    done = (cfg.integer and st.hi - st.lo <= 1) or (
-        st.hi / st.lo <= cfg.ratio if cfg.log else st.hi - st.lo <= cfg.width)
-    return replace(st, status=CONVERGED) if done else st
+    return replace(st, status=CONVERGED) if _narrow(cfg, st.lo, st.hi) else st
+
+
+def _narrow(cfg: SearchConfig, lo: float, hi: float) -> bool:
+    """The stop rule of a bracket whose ends lie on either side."""
+    return (cfg.integer and hi - lo <= 1) or (hi / lo <= cfg.ratio if cfg.log else hi - lo <= cfg.width)
+
+
+def _bisections(cfg: SearchConfig, lo: float, hi: float) -> int:
+    """Midpoints a bracket still needs before the stop rule, the larger half kept at every round (an upper
+    bound where rounding to integers makes the halves unequal)."""
+    n = 0
+    while not _narrow(cfg, lo, hi):
+        m = _midpoint(cfg, lo, hi)
+        larger_above = (hi / m > m / lo) if cfg.log else (hi - m > m - lo)
+        lo, hi, n = (m, hi, n + 1) if larger_above else (lo, m, n + 1)
+    return n
 
 
 def _expand(cfg: SearchConfig, st: CombinationState) -> CombinationState:
@@ -205,6 +213,14 @@ class ThresholdSearch:
                 if missing:
                     requests.append(PointRequest(c, v, missing, st.rounds + 1))
         return requests
+
+    def planned_points(self) -> int:
+        """Points evaluated so far plus those the unfinished combinations still need if their brackets hold:
+        the ends not yet evaluated, then one midpoint a round until the stop rule (an expansion adds more)."""
+        left = sum(sum(end is None for end in (st.lo_above, st.hi_above)) + _bisections(self.config, st.lo, st.hi)
+                   for st in self.states() if st.status == RUNNING)
+        pending = {(r.combination, r.value) for r in self.next_points()}
+        return len(set(self._outcomes) - pending) + left
 
     @property
     def done(self) -> bool:

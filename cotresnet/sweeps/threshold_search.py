@@ -250,6 +250,9 @@ def run_search(sweeper, arguments: List[str]) -> list:
         if num == 0 or not (sweep_dir / SEARCH).exists():  # every check passed: now the search writes its files
             RD.write_json(sweep_dir / SEARCH, setup.identity)
             OmegaConf.save(config, sweep_dir / RD.MULTIRUN_YAML)
+        points, seeds = search.planned_points(), len(setup.search.seeds)
+        RD.write_sweep_plan(sweep_dir, "threshold", points * seeds, points * (1 if setup.search.replicas else seeds),
+                            bound=True)
         results = sweeper.launcher.launch([j[0] for j in jobs], initial_job_idx=num)
         rows = _judge_round(setup, jobs, results, names, num)
         search.record(rows)

@@ -29,7 +29,7 @@ def test_divergence_is_recorded_and_a_sweep_containing_it_finishes(tmp_path):
     (div,) = [s for s in summaries.values() if s["status"] == "diverged"]
     assert div["diverged_at"] is not None and div["final"]["step"] < div["diverged_at"]
     assert all(v is None or abs(v) < float("inf") for v in div["final"].values())
-    assert "2 jobs: 1 finished" in r.stdout and "1 diverged" in r.stdout
+    assert "2 runs: 1 finished" in r.stdout and "1 diverged" in r.stdout
     # fail_on_divergence turns it into an error
     out = tmp_path / "strict"
     r = cli(TRAIN + [f"hydra.run.dir={out}", "optim.dt=1000", "trainer.fail_on_divergence=true", "model.L=4",
@@ -49,7 +49,7 @@ def test_a_failing_job_leaves_failed_status_and_the_sweep_goes_on(tmp_path):
     statuses = {p.parent.name.split("_")[0]: json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json")}
     assert statuses == {"0": "max_steps", "1": "failed", "2": "max_steps"}
     assert (next(sweep.glob("1_*")) / "traceback.txt").is_file()
-    assert "3 jobs: 2 finished (0 converged), 0 diverged, 1 failed" in r.stdout
+    assert "3 runs: 2 finished (0 converged), 0 diverged, 1 failed" in r.stdout
 
 
 def run_until_killed(args, run_dir, at_row, cwd):

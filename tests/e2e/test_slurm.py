@@ -40,7 +40,7 @@ def test_sweep_through_the_slurm_launcher(cluster, tmp_path):
         for name in ("metrics.csv", "particles.pt", "data.pt"):  # a sweep's jobs draw no figure by default
             assert (job / name).is_file()
     assert len(list((out / ".submitit").iterdir())) >= 4  # really went through sbatch
-    assert "4 jobs: 4 finished" in r.stdout
+    assert "4 runs: 4 finished" in r.stdout
 
 
 def _job_id(cluster):
@@ -104,3 +104,4 @@ def test_preempted_job_checkpoints_is_requeued_and_resumes(cluster, tmp_path):
     assert "checkpointing before submitit requeues" in log and "resuming from" in log
     s = json.loads((job / "summary.json").read_text())
     assert s["status"] == "max_steps" and s["steps"] == 2500
+

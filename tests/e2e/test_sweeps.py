@@ -32,12 +32,13 @@ REPLICA_BASE = ["trainer.max_steps=40", "callbacks.kernel_every=20", "callbacks.
 @pytest.mark.slow
 def test_hydra_optuna_sweeper_runs_a_tiny_search(tmp_path):
     sweep = tmp_path / "optuna"
-    r = cli(TRAIN + ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "trainer.max_steps=10", "model.L=2",
+    r = cli(TRAIN + ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "trainer.flow_time=1.0", "model.L=2",
                      "model.M=8", "data.n_train=16", "data.n_test=8", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["name"] == "optuna" and math.isfinite(best["best_value"])
     assert len([p for p in sweep.iterdir() if (p / "summary.json").is_file()]) == 3
+    assert json.loads((sweep / "sweep_plan.json").read_text())["runs"] == 3  # n_trials: the monitor's total
 
 
 @pytest.mark.slow
@@ -48,7 +49,10 @@ def test_vectorized_sweep_is_indistinguishable_to_the_report(tmp_path):
     r2 = cli(TRAIN + args + ["sweep.vectorize=[seed,init.scale_u]", f"hydra.sweep.dir={tmp_path / 'vec'}"],
              cwd=tmp_path)
     assert r1.returncode == 0 and r2.returncode == 0, (r1.stderr[-2000:], r2.stderr[-2000:])
-    assert "8 jobs: 8 finished" in r1.stdout and "8 jobs: 8 finished" in r2.stdout
+    assert "8 runs: 8 finished" in r1.stdout and "8 runs in 2 jobs: 8 finished" in r2.stdout
+    assert "sweep vec: 0/8 runs done" in r2.stderr  # the monitor counts runs against the plan from the start
+    assert json.loads((tmp_path / "vec" / "sweep_plan.json").read_text()) == {"sweeper": "grid",
+                                                                              "runs": 8, "jobs": 2, "bound": False}
     assert r2.stdout.count("sweep.replicas=") == 2  # two jobs launched, four replicas each
     key = ["sweep.model.M", "sweep.seed", "sweep.init.scale_u"]
     seq = collect(tmp_path / "seq").sort_values(key).reset_index(drop=True)
@@ -67,13 +71,13 @@ def test_pl_phase_diagram_runs_with_one_command(tmp_path):
     out = tmp_path / "pd"
     r = cli(TRAIN + ["experiment=pl_phase_diagram", "trainer.max_steps=5", f"hydra.sweep.dir={out}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "9 jobs: 9 finished" in r.stdout
+    assert "9 runs: 9 finished" in r.stdout
     df = report(out)["table"]
     assert len(df) == 9 and set(df["sweep.model.M"]) == {8, 32, 128}
 
 
 @pytest.mark.slow
-def test_report_counts_jobs_and_survives_killed_and_corrupt_jobs(tmp_path):
+def test_report_counts_runs_and_survives_killed_and_corrupt_runs(tmp_path):
     out = sweep(tmp_path, "r", [])
     r = report(out)
     df = r["table"]
@@ -91,10 +95,10 @@ def test_report_counts_jobs_and_survives_killed_and_corrupt_jobs(tmp_path):
     assert len(df) == 4
     assert sorted(df["status"]) == sorted(["corrupt", "incomplete", df["status"][0], df["status"][3]])
     line = count_statuses(out)
-    assert line.startswith(f"sweep {out.name}: 4 jobs: 2 finished")
+    assert line.startswith(f"sweep {out.name}: 4 runs: 2 finished")
     assert jobs[2].name in line and jobs[1].name in line
     r = cli([sys.executable, "-m", "cotresnet.report", str(out)], cwd=tmp_path)
-    assert r.returncode == 0 and "4 jobs" in r.stdout, r.stderr
+    assert r.returncode == 0 and "4 runs" in r.stdout, r.stderr
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """The threshold search through the command line: experiments, joblib, rerun, SLURM."""
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +43,8 @@ def test_teacher_search_end_to_end_under_joblib_and_rerun_launches_nothing(tmp_p
     assert r.stdout.count("Joblib.Parallel") == b.rounds.max()  # one launch per round
     summaries = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
     assert len(summaries) == 2 * b.jobs.sum()
+    plan = json.loads((out / "sweep_plan.json").read_text())  # the monitor's total: a bound on the search
+    assert plan["sweeper"] == "threshold" and plan["bound"] and plan["runs"] >= len(summaries)
     again = cli(TRAIN + [*TEACHER_SEARCH, f"hydra.sweep.dir={out}"], cwd=tmp_path)
     assert again.returncode == 0 and "threshold search round" not in again.stdout, again.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == summaries

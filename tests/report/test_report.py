@@ -120,11 +120,11 @@ def test_report_counts_and_names_killed_and_corrupt_jobs(tmp_path, capsys):
     assert "summary.json" in errors[jobs[4].name] and "config.yaml" in errors[jobs[6].name]
     assert "metrics.csv: its last row is step 10, the run finished at step 20" in errors[jobs[8].name]
     line = count_statuses(sweep)
-    assert line.startswith(f"sweep {sweep.name}: 9 jobs:") and jobs[3].name in line and jobs[4].name in line
+    assert line.startswith(f"sweep {sweep.name}: 9 runs:") and jobs[3].name in line and jobs[4].name in line
     assert f"[corrupt: {jobs[4].name}" in line
     from cotresnet.report.cli import main
 
-    assert main([str(sweep)]) == 0 and "9 jobs" in capsys.readouterr().out
+    assert main([str(sweep)]) == 0 and "9 runs" in capsys.readouterr().out
 
 
 def test_diagnose_without_summary_uses_the_run_s_own_kernel_samples(tmp_path, capsys):

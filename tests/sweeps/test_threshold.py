@@ -291,3 +291,29 @@ def test_record_and_load_reject_what_does_not_belong():
     assert search.points().empty and search.brackets().status.item() == "running"
     with pytest.raises(ValueError):
         SearchConfig("model.M", 4, 512, direction="up")
+
+
+@pytest.mark.parametrize("cfg, threshold", [
+    (SearchConfig("model.M", 4, 512, integer=True, seeds=(0, 1, 2)), 37),
+    (SearchConfig("model.M", 4, 512, integer=True, seeds=(0,)), 5),
+    (SearchConfig("init.scale_u", 0.01, 10.0, direction="below", ratio=1.05, seeds=(0, 1)), 0.73),
+    (SearchConfig("init.scale_u", -3.0, 5.0, log=False, width=0.1, seeds=(0,)), 1.234)])
+def test_the_planned_points_bound_the_search_where_the_bracket_holds(cfg, threshold):
+    """The sweep monitor's planned total: never below what the search then evaluates (integer midpoints can
+    make the kept half the smaller one), falling round by round to the count at the end."""
+    search = ThresholdSearch(cfg)
+    above = (lambda x: x >= threshold) if cfg.direction == "above" else (lambda x: x <= threshold)
+    plans = [search.planned_points()]
+    while not search.done:
+        drive(search, lambda c, x, s: above(x), rounds=1)
+        plans.append(search.planned_points())
+    final = len(search.points())
+    assert plans[-1] == final and all(p >= final for p in plans) and plans == sorted(plans, reverse=True)
+    assert plans[0] - final <= 2
+
+
+def test_an_expansion_raises_the_plan():
+    search = ThresholdSearch(SearchConfig("model.M", 4, 64, integer=True, seeds=(0,)))
+    first = search.planned_points()
+    drive(search, lambda c, m, s: m >= 200)
+    assert len(search.points()) > first and search.planned_points() == len(search.points())

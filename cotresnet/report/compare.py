@@ -1,0 +1,141 @@
+"""Two runs side by side: what differs in their configurations, their summaries in one table, their curves on
+one figure.
+
+    cotresnet-compare RUN_A RUN_B [--out FILE.png] [--format png pdf svg]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from ..rundir import contract as RD
+from .style import DOUBLE, label, log_axis, outside_legend, save_figure, styled, subplots
+
+# the summary numbers compared: (name, where in summary.json)
+SUMMARY_ROWS = [
+    ("status", ("status",)), ("steps", ("steps",)), ("flow time t", ("flow_time",)), ("wall time (s)", ("wall_time_s",)),
+    ("initial risk", ("risk_init",)), ("final training risk", ("final", "risk_train")),
+    ("final test risk", ("final", "risk_test")), ("test accuracy", ("final", "accuracy_test")),
+    ("min P-L ratio", ("min_pl_ratio",)), ("lambda_min(K) at init", ("certificate", "lambda_min_tangent_init")),
+    ("lambda_min(K) final", ("final", "lambda_min_tangent")), ("certified rate c0", ("certificate", "c0")),
+    ("guaranteed factor", ("certificate", "guaranteed_factor")), ("observed factor", ("certificate", "observed_factor")),
+    ("certified radius", ("certificate", "certified_radius")), ("path length", ("final", "path_length")),
+    ("W_COT(mu_t, mu_0)", ("final", "cot_dist_init")), ("inside the region", ("certificate", "inside_certified_region")),
+]
+
+
+def _get(obj, path):
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def _text(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def config_differences(a: Path, b: Path) -> List[Tuple[str, str, str]]:
+    """(key, A's value, B's value) for every configuration value that differs (hydra and paths left out)."""
+    from .sweep import read_yaml
+
+    fa, fb = (RD.flatten(read_yaml(RD.config_path(d)) or {}) for d in (a, b))
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if not k.startswith(("hydra.", "paths."))]
+    return [(k, _text(fa.get(k)), _text(fb.get(k))) for k in keys if fa.get(k) != fb.get(k)]
+
+
+def comparison_lines(a: Path, b: Path) -> List[str]:
+    """The configuration differences and the summaries side by side, with B / A for numbers."""
+    sa, sb = RD.read_summary(a) or {}, RD.read_summary(b) or {}
+    diffs = config_differences(a, b)
+    rows = [("", f"A: {a.name}", f"B: {b.name}", "B / A")]
+    rows += [(k, va, vb, "") for k, va, vb in diffs] or [("(same configuration)", "", "", "")]
+    rows.append(("", "", "", ""))
+    for name, path in SUMMARY_ROWS:
+        va, vb = _get(sa, path), _get(sb, path)
+        ratio = ""
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb)) and va and math.isfinite(va):
+            ratio = f"{vb / va:.4g}"
+        rows.append((name, _text(va), _text(vb), ratio))
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, width)).rstrip() for r in rows]
+
+
+def _curve(ax, df, column, colour, style="-", text=None) -> None:
+    if df is None or column not in df:
+        return
+    sub = df[["flow_time", column]].dropna()
+    sub = sub[sub[column] > 0]
+    if len(sub):
+        sparse = len(sub) < 0.5 * len(df) or len(sub) < 8  # measured at a few steps: markers, no line between
+        ax.plot(sub["flow_time"], sub[column], marker="o" if sparse else None, ls="none" if sparse else style,
+                mfc="none" if style != "-" else colour, color=colour, label=text, ms=3.5, lw=1.0)
+
+
+@styled
+def compare_figure(a: Path, b: Path, out: Path, formats=("png",)) -> List[Path]:
+    """Risk, P-Ł ratio, λ_min(K) and distance to μ₀ of both runs against flow time, one colour per run."""
+    tables = []
+    for d in (a, b):
+        try:
+            tables.append(RD.read_table(d))
+        except RD.RunDirError:
+            tables.append(None)
+    fig, axes = subplots(2, 2, width=DOUBLE, height=4.6)
+    runs = ((f"A: {a.name}", "tab:blue", tables[0]), (f"B: {b.name}", "tab:orange", tables[1]))
+    for name, colour, m in runs:
+        _curve(axes[0, 0], m, "risk_train", colour, "-", f"{name}, training")
+        _curve(axes[0, 0], m, "risk_test", colour, "--", f"{name}, test")
+        _curve(axes[0, 1], m, "pl_ratio", colour, "-", name)
+        _curve(axes[1, 0], m, "lambda_min_tangent", colour, "-", name)
+        _curve(axes[1, 1], m, "path_length", colour, "-", f"{name}, path length")
+        _curve(axes[1, 1], m, "cot_dist_init", colour, ":", f"{name}, " + r"$W_{\mathrm{COT}}$")
+    titles = [("(a) risk", r"risk $\mathcal{L}$"), ("(b) Polyak-Łojasiewicz ratio", label("pl_ratio")),
+              ("(c) tangent kernel", label("lambda_min_tangent")), ("(d) transport from μ₀", "distance to μ₀")]
+    for ax, (title, ylabel) in zip(axes.flat, titles):
+        ax.set_title(title)
+        ax.set_xlabel(label("flow_time"))
+        ax.set_ylabel(ylabel)
+        if ax.lines:
+            log_axis(ax)
+        else:
+            ax.text(0.5, 0.5, "not measured in either run", ha="center", va="center", transform=ax.transAxes)
+        outside_legend(ax, fontsize=6)
+    fig.subplots_adjust(left=0.1, right=0.78, top=0.93, bottom=0.1, hspace=0.55, wspace=1.0)
+    return save_figure(fig, out, formats, tight=False)
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = argparse.ArgumentParser(prog="cotresnet-compare", description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_a", type=Path)
+    ap.add_argument("run_b", type=Path)
+    ap.add_argument("--out", type=Path, default=None, help="the figure's path without extension "
+                    "(default: ./compare_<A>_<B>)")
+    ap.add_argument("--format", nargs="+", default=None, choices=["png", "pdf", "svg"],
+                    help="default: the --out file's extension, else png")
+    args = ap.parse_args(argv)
+    for d in (args.run_a, args.run_b):
+        if not (d / RD.METRICS).is_file():
+            print(f"cotresnet-compare: {d} is not a run directory ({RD.METRICS} is missing)", file=sys.stderr)
+            return 2
+    try:
+        print("\n".join(comparison_lines(args.run_a, args.run_b)))
+        out = args.out or Path(RD.safe_dirname(f"compare_{args.run_a.name}_{args.run_b.name}"))
+        given = out.suffix.lstrip(".") if out.suffix in (".png", ".pdf", ".svg") else None
+        formats = args.format or [given or "png"]
+        for path in compare_figure(args.run_a, args.run_b, out.with_suffix("") if given else out, formats):
+            print(path)
+    except RD.RunDirError as e:
+        print(f"cotresnet-compare: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
