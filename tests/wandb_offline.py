@@ -26,11 +26,11 @@ def wandb_records(path):
 
 
 def wandb_run(run_dir):
-    """{"id", "group", "config", "history"} of the single offline run under <run_dir>/wandb."""
+    """{"id", "group", "config", "history", "summary", "metrics"} of the single offline run under <run_dir>/wandb."""
     from wandb.proto import wandb_internal_pb2
 
     (path,) = glob.glob(str(Path(run_dir) / "wandb" / "offline-run-*" / "run-*.wandb"))
-    out = {"id": None, "group": None, "config": {}, "history": [], "summary": {}}
+    out = {"id": None, "group": None, "config": {}, "history": [], "summary": {}, "metrics": {}}
     for data in wandb_records(path):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
@@ -43,6 +43,8 @@ def wandb_run(run_dir):
             out["config"].update({it.key: json.loads(it.value_json) for it in rec.run.config.update})
         elif kind == "config":
             out["config"].update({it.key: json.loads(it.value_json) for it in rec.config.update})
+        elif kind == "metric":  # define_metric: name (or glob) -> its step metric
+            out["metrics"][rec.metric.name or rec.metric.glob_name] = rec.metric.step_metric
         elif kind == "summary":
             out["summary"].update({it.key: json.loads(it.value_json) for it in rec.summary.update})
     return out

@@ -122,7 +122,10 @@ def _diagnostics(check: JobCheck, ctx: JobContext, module, data, start: int, wan
     outputs = []
     for m, wid in zip(check.members, wandb_ids):
         name = ctx.name + (f"/{replica_dirname(m.replica)}" if m.replica else "")
-        loggers = make_loggers(m.cfg, m.run_dir, wid, name, ctx.group, start, concurrent=bool(cfg.sweep.replicas))
+        swept = [o.split("=", 1)[0].lstrip("+~") for o in ctx.overrides + (m.replica or "").split()
+                 if "=" in o and not o.startswith(("sweep.", "hydra"))]
+        loggers = make_loggers(m.cfg, m.run_dir, wid, name, ctx.group, start, concurrent=bool(cfg.sweep.replicas),
+                               swept_keys=swept)
         depths = _table(m.run_dir / RD.DEPTHS, RD.DEPTH_COLUMNS, start) if cfg.model.depth_kernel else None
         outputs.append(MemberOutputs(m.dataset.to(module.net.u.dtype), loggers,
                                      _table(m.run_dir / RD.SPECTRUM, RD.SPECTRUM_COLUMNS, start), depths,

@@ -5,6 +5,7 @@ import pytest
 from wandb_offline import wandb_run
 
 from cotresnet.report.diagnose import diagnose
+from cotresnet.rundir import contract as RD
 from helpers import train_small
 
 MEDIUM = ["model.L=4", "model.M=16", "data.n_train=32", "data.n_test=16"]
@@ -51,30 +52,52 @@ def test_csv_tensorboard_and_wandb_get_the_same_numbers_and_diagnose_reproduces_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
-    for key in ["risk_train", "pl_ratio", "lambda_min_tangent", "cot_dist_init", "path_length"]:
+    from cotresnet.job.loggers import DASHBOARD_NAMES, LAYOUT, NAMESPACES
+
+    assert set(DASHBOARD_NAMES) == set(RD.COLUMNS) - {"step"}  # every column in exactly one namespace
+    assert sum(map(len, NAMESPACES.values())) == len(DASHBOARD_NAMES)
+    tags = acc.Tags()["scalars"]
+    assert all(t.split("/")[0] in ("train", "kernel", "transport", "certificate", "final", "study") for t in tags), tags
+    for key, tag in [("risk_train", "train/risk_train"), ("pl_ratio", "train/pl_ratio"),
+                     ("lambda_min_tangent", "kernel/lambda_min_tangent"), ("cot_dist_init", "transport/cot_dist_init"),
+                     ("path_length", "transport/path_length")]:
         csv = m.dropna(subset=[key])
-        tb = {e.step: e.value for e in acc.Scalars(key)}
-        assert sorted(tb) == list(csv["step"]), key
+        tb = {e.step: e.value for e in acc.Scalars(tag)}
+        assert sorted(tb) == list(csv["step"]), key  # measured steps only: a kernel series has no filled rows
         for step, value in zip(csv["step"], csv[key]):
             assert tb[step] == pytest.approx(value, rel=1e-6), key
-    # TensorBoard's HParams tab: the configuration against the final metrics
+    laid_out = {t for charts in LAYOUT.values() for chart in charts.values() for t in chart}
+    assert laid_out <= set(DASHBOARD_NAMES.values())
+    assert "custom_scalars__config__" in acc.Tags()["tensors"]  # the Custom Scalars tab's layout
+    # TensorBoard's HParams tab: the swept keys first, against the study's numbers
     hp = acc.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hp)
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
+    data = plugin_data_pb2.HParamsPluginData
+    start = data.FromString(hp["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["model.M"].number_value == 16 and start.hparams["status"].string_value == summary["status"]
+    experiment = data.FromString(hp["_hparams_/experiment"]).experiment
+    names = [h.name for h in experiment.hparam_infos]  # the keys set for this run (train_small's), in their order
+    assert names[:6] == ["model.L", "model.M", "data.n_train", "data.n_test", "trainer.max_steps", "callbacks.kernel_every"]
+    assert not any(h.name.startswith(("paths.", "logger.")) for h in experiment.hparam_infos)
+    metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"study/min_pl_ratio", "study/log10_risk_ratio", "certificate/guaranteed_factor",
+            "certificate/observed_factor", "final/risk_train"} <= metrics
     final_tb = acc.Scalars("final/risk_train")
     assert final_tb[-1].step == summary["steps"] and final_tb[-1].value == pytest.approx(summary["final"]["risk_train"])
+    assert acc.Scalars("study/min_pl_ratio")[-1].value == pytest.approx(summary["min_pl_ratio"])
     wb_run = wandb_run(tmp_path)
     assert wb_run["summary"]["status"] == summary["status"]
-    assert wb_run["summary"]["risk_train"] == pytest.approx(summary["final"]["risk_train"])
+    assert wb_run["summary"]["final/risk_train"] == pytest.approx(summary["final"]["risk_train"])
+    assert wb_run["summary"]["certificate/c0"] == pytest.approx(summary["certificate"]["c0"])
     hist = wb_run["history"]
-    wb = {int(h["step"]): h for h in hist if "risk_train" in h}
+    wb = {int(h["trainer/global_step"]): h for h in hist if "train/risk_train" in h}
     assert sorted(wb) == list(m["step"])
     for _, row in m.iterrows():
-        for key in ["risk_train", "grad_norm2", "pl_ratio", "risk_test"]:
-            assert wb[int(row["step"])][key] == pytest.approx(row[key], rel=1e-12)
+        for key in ["risk_train", "grad_norm2", "pl_ratio", "risk_test", "flow_time"]:
+            assert wb[int(row["step"])][f"train/{key}"] == pytest.approx(row[key], rel=1e-12)
+    assert wb_run["metrics"]["*"] == "trainer/global_step"  # panels plot against the step, not the row count
     # the audit CLI recomputes the final values from particles.pt and data.pt
     audit = diagnose(tmp_path)
     final = summary["final"]
