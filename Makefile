@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch that lies on this disk; other pins can pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install slurm-deps train lint test test-all bench bench-scale bench-contention bench-gpu clean
+.PHONY: install slurm-deps browser-deps train lint test test-all bench bench-scale bench-contention bench-gpu clean
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" $(ARGS)
 
 # Everything, SLURM included (what .ci/run calls).
-test-all: lint slurm-deps
+test-all: lint slurm-deps browser-deps
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(ARGS)
 
 # The SLURM tests run a one-node cluster from Debian's slurm-wlm and munge. Installed when we are
@@ -37,6 +37,12 @@ slurm-deps:
 	@command -v slurmctld >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge) >/dev/null 2>&1 ; } || \
 	  echo "slurm-wlm/munge not installed: the SLURM tests will be skipped"
+
+# The sweep report's page is checked in a real browser (Debian's chromium, headless): installed like SLURM.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 ; } || \
+	  echo "chromium not installed: the browser test of report.html will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)

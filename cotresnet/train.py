@@ -132,6 +132,8 @@ class ValidateConfig(HydraCallback):
         from .sweeps.checks import check_search_space
 
         if "submitit" in str(config.hydra.launcher.get("_target_", "")):
+            from .sweeps.launchers import submitit_warnings_once
+
             submitit_warnings_once()
 
         if config.hydra.sweeper._target_ in OUR_SWEEPERS:
@@ -144,36 +146,24 @@ class ValidateConfig(HydraCallback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _end_sweep()
+        if config.report.at_end:
+            _write_report(Path(str(config.hydra.sweep.dir)))
 
 
-class _Once(logging.Filter):
-    """Lets each message through once, its poll counter ("Call #12 - ") ignored."""
+def _write_report(sweep_dir: Path) -> None:
+    """The sweep's report (table, figures, report.html; a threshold search's tables and fits) once it ends."""
+    from .report.cli import report
 
-    def __init__(self):
-        super().__init__()
-        self.seen = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        import re
-
-        text = re.sub(r"^Call #\d+ - ", "", record.getMessage())
-        if record.levelno >= logging.WARNING and text in self.seen:
-            return False
-        self.seen.add(text)
-        return True
-
-
-def submitit_warnings_once() -> None:
-    """submitit logs each warning (a cluster without accounting: sacct fails at every poll) through its stdout
-    and stderr handlers and Hydra's root handler, again at every poll: show each once, on stderr."""
-    lg = logging.getLogger("submitit")
-    if any(isinstance(f, _Once) for f in lg.filters):
+    try:
+        r = report(sweep_dir)
+    except Exception as e:  # the runs are safe on disk: the report can be drawn again with cotresnet-report
+        log.error("the sweep report failed (%s: %s); draw it with: cotresnet-report %s", type(e).__name__, e, sweep_dir)
         return
-    lg.addFilter(_Once())
-    lg.propagate = False
-    for h in lg.handlers:
-        if getattr(h, "stream", None) is sys.stdout:
-            h.addFilter(lambda record: record.levelno < logging.WARNING)
+    if r["threshold"]:
+        print("\n".join(r["threshold"]["lines"]))
+    for w in r["warnings"]:
+        print(f"warning: {w}")
+    print(f"report: {r['html']}", flush=True)
 
 
 def _end_sweep(suffix: str = "") -> None:

@@ -164,6 +164,8 @@ class PathsConfig:
 @dataclass
 class ReportConfig:
     metrics: List[str] = field(default_factory=list)  # what the sweep report draws; empty: its defaults
+    x: Optional[str] = None  # the report's primary axis as a ratio of two keys, e.g. model.M/data.n_train
+    at_end: bool = True  # a sweep writes its report (figures, report.html) when it ends
 
 
 @dataclass

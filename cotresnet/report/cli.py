@@ -27,20 +27,26 @@ def _atomic_frame(df: pd.DataFrame, path: Path, kind: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def report_metrics(sweep_dir: Path) -> List[str]:
-    """The metrics an experiment names for its figures (report.metrics of its jobs), else METRICS."""
+def report_settings(sweep_dir: Path) -> Dict[str, object]:
+    """What an experiment says about its report (report.metrics, report.x of its runs), else the defaults."""
     for j in run_dirs(sweep_dir):
         try:
             cfg = read_yaml(RD.config_path(j)) or {}
         except RD.RunDirError:
             continue
-        named = ((cfg.get("report") or {}).get("metrics") or []) if isinstance(cfg, dict) else []
-        if named:
-            return list(named)
-    return METRICS
+        settings = (cfg.get("report") or {}) if isinstance(cfg, dict) else {}
+        return {"metrics": list(settings.get("metrics") or []) or METRICS, "x": settings.get("x")}
+    return {"metrics": METRICS, "x": None}
 
 
-def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None) -> Dict[str, object]:
+def report_metrics(sweep_dir: Path) -> List[str]:
+    """The metrics an experiment names for its figures (report.metrics of its runs), else METRICS."""
+    return report_settings(sweep_dir)["metrics"]
+
+
+def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None, formats=("png",)) -> Dict[str, object]:
+    """The sweep's table (report.csv, report.parquet), figures, threshold tables and report.html in `out`
+    (default SWEEP_DIR/report); returns what it wrote and found."""
     from ..sweeps.threshold_tables import SEARCH
     from .figures import sweep_figures
     from .threshold import threshold_report
@@ -50,16 +56,24 @@ def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None) -> Dict
     out.mkdir(parents=True, exist_ok=True)
     df = collect(sweep_dir)
     keys = swept_keys(sweep_dir)
+    settings = report_settings(sweep_dir)
     if not df.empty:
         _atomic_frame(df, out / "report.csv", "csv")
         _atomic_frame(df, out / "report.parquet", "parquet")
-    written = sweep_figures(df, keys, out, metrics or report_metrics(sweep_dir)) if not df.empty else []
+    search = (sweep_dir / SEARCH).is_file()  # a threshold search: its own figures, not a grid's metric pages
+    written, warnings = sweep_figures(df, keys, out, [] if search else metrics or settings["metrics"], formats,
+                                      settings["x"]) if not df.empty else ([], ["no runs found"])
     threshold = None
-    if (sweep_dir / SEARCH).is_file():  # a threshold search: its boundary, fits and scaling law
-        threshold = threshold_report(sweep_dir, out)
+    if search:  # its boundary, fits and scaling law
+        threshold = threshold_report(sweep_dir, out, formats)
         written += threshold["figures"]
-    return {"table": df, "swept": keys, "figures": written, "line": count_statuses(sweep_dir), "out": out,
-            "threshold": threshold}
+        warnings += threshold["warnings"]
+    result = {"table": df, "swept": keys, "figures": written, "line": count_statuses(sweep_dir), "out": out,
+              "threshold": threshold, "warnings": warnings}
+    from .html import write_report_html
+
+    result["html"] = write_report_html(sweep_dir, result)
+    return result
 
 
 def main(argv=None) -> int:
@@ -67,16 +81,20 @@ def main(argv=None) -> int:
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="default: SWEEP_DIR/report")
     ap.add_argument("--metric", action="append", help=f"metrics to draw (default: the experiment's, or {', '.join(METRICS)})")
+    ap.add_argument("--format", nargs="+", default=["png"], choices=["png", "pdf", "svg"],
+                    help="figure formats (pdf, svg: vector output for a paper)")
     args = ap.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"cotresnet-report: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
-    r = report(args.sweep_dir, args.out, args.metric)
+    r = report(args.sweep_dir, args.out, args.metric, args.format)
     print(r["line"])
     if r["threshold"]:
         print("\n".join(r["threshold"]["lines"]))
+    for w in r["warnings"]:
+        print(f"warning: {w}")
     print(f"swept keys: {', '.join(r['swept']) or 'none'}; table: {r['out'] / 'report.csv'} (+ .parquet); "
-          f"{len(r['figures'])} figures in {r['out']}")
+          f"{len(r['figures'])} figures in {r['out']}; open {r['html']}")
     return 0
 
 

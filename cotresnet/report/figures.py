@@ -1,155 +1,43 @@
-"""The sweep report's figures, from the table report.collect builds: heatmaps over the first two swept
-keys, each metric against each swept key, and the risk curves (PNG and PDF).
+"""The sweep report's figures, from the table sweep.collect builds: a few pages, each with a panel per metric.
 
-Conventions: categorical keys keep the table's order; numeric keys (and metrics) get a log axis when
-their positive values span more than two decades (keys: more than one); jobs that did not finish
-(diverged, failed, corrupt, incomplete, interrupted) are marked on every figure and excluded from colour
-and axis scales; titles give the number of seeds a mean is taken over.
+    metrics.png      each metric against the primary swept key (a line per value of the second), with the
+                     theory's references: the certified rate c₀ under min G/ℒ, the certified decay e^{−c₀t} under
+                     the risk ratio, the certified radius under path / R₀, a fitted slope with its interval
+    heatmaps.png     (two swept keys) each metric over the grid of the first two keys
+    risk_curves.png  training risk over flow time, coloured by the key that explains most of its spread, with
+                     the certified decay ℒ(0) e^{−c₀t} of each colour
+    geometry.png     (optim.geometry swept) the two flows side by side (geometry_figures)
+
+Conventions: labels in the paper's symbols (style.LABELS); categorical keys keep the table's order, numeric keys
+get a log axis when they span more than a decade, with a tick at each swept value; a metric gets a log axis when
+its positive values span more than two decades, and its exact zeros (a rank-deficient kernel) are marked on the
+axis's floor; runs that did not finish (diverged, failed, corrupt, incomplete, interrupted) are marked on every
+figure and kept out of the scales; converged runs (stopped when their risk ratio reached the threshold) are
+starred; a metric that no run computed gets no panel, and a warning instead.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
 from ..rundir.contract import FINISHED
 from ..rundir.contract import METRICS as METRICS_FILE
-from .style import MARKS, colours, label, save_figure, spans_decades, subplots
-
-
-class KeyAxis(NamedTuple):
-    """A swept key as an axis: its values in table order, their plot positions, numeric or categorical."""
-
-    key: str
-    values: list
-    positions: dict
-    numeric: bool
-    log: bool
-
-    def apply(self, ax, which: str = "x") -> None:
-        set_scale, set_ticks, set_label = ((ax.set_xscale, ax.set_xticks, ax.set_xlabel) if which == "x"
-                                           else (ax.set_yscale, ax.set_yticks, ax.set_ylabel))
-        if self.log:
-            set_scale("log")
-        set_ticks([self.positions[v] for v in self.values], [str(v) for v in self.values])
-        if which == "x" and self.log:
-            ax.xaxis.set_minor_locator(__import__("matplotlib").ticker.NullLocator())
-        set_label(self.key)
-
-
-def key_axis(df: pd.DataFrame, key: str) -> KeyAxis:
-    values = list(dict.fromkeys(df[f"sweep.{key}"].dropna().tolist()))
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    if numeric:
-        values = sorted(values)
-        log = spans_decades(values, 1)
-        return KeyAxis(key, values, {v: v for v in values}, True, log)
-    return KeyAxis(key, values, {v: i for i, v in enumerate(values)}, False, False)
+from .panels import KeyAxis, computed, heatmap_panel, key_axis, metric_panel
+from .style import DOUBLE, MARKS, SINGLE, label, log_axis, palette, save_figure, subplots
 
 
 def seeds_per_point(df: pd.DataFrame, keys: List[str]) -> int:
-    """How many jobs (seeds) share one combination of the swept keys, at most."""
+    """How many runs (seeds) share one combination of the swept keys, at most."""
     cols = [f"sweep.{k}" for k in keys if f"sweep.{k}" in df]
     return int(df.groupby(cols, dropna=False).size().max()) if cols else len(df)
 
 
 def _seed_note(n: int) -> str:
-    return "1 seed" if n == 1 else f"mean over {n} seeds"
-
-
-def _mark_unfinished(ax, bad: pd.DataFrame, xaxis: KeyAxis, yaxis=None) -> None:
-    """Unfinished jobs at their x (and y, on heatmaps) position, on the bottom edge of line plots."""
-    import matplotlib.transforms as mtransforms
-
-    shown = set()
-    for row, (status, group) in enumerate(bad.groupby("status")):
-        marker, colour, name = MARKS.get(status, ("o", "0.55", status))
-        placed = group[f"sweep.{xaxis.key}"].isin(list(xaxis.positions))
-        if yaxis is not None:
-            placed &= group[f"sweep.{yaxis.key}"].isin(list(yaxis.positions))
-        if not placed.all():  # a job whose configuration is unreadable has no position: listed only
-            ax.plot([], [], marker, color=colour, linestyle="none", label=f"{name} (unplaced: {int((~placed).sum())})")
-        group = group[placed]
-        xs = [xaxis.positions[v] for v in group[f"sweep.{xaxis.key}"]]
-        if yaxis is None:
-            trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-            ys, kw = [0.03 + 0.05 * row] * len(xs), {"transform": trans, "clip_on": False}  # a row per status
-        else:
-            ys, kw = [yaxis.positions[v] for v in group[f"sweep.{yaxis.key}"]], {}
-        ax.scatter(xs, ys, marker=marker, s=70, color=colour, zorder=5, label=None if name in shown else name,
-                   edgecolors="white" if marker != "X" else None, **kw)
-        shown.add(name)
-
-
-def _split(df: pd.DataFrame, metric: str):
-    ok = df[df["status"].isin(FINISHED)].copy()
-    ok["value"] = pd.to_numeric(ok[metric], errors="coerce") if metric in ok else np.nan
-    return ok, df[~df["status"].isin(FINISHED)]
-
-
-def heatmap(df: pd.DataFrame, ya: KeyAxis, xa: KeyAxis, metric: str, seeds: int):
-    """Mean of `metric` over finished seeds per (ya, xa) cell; unfinished jobs marked in their cell."""
-    from matplotlib.colors import LogNorm, Normalize
-
-    ok, bad = _split(df, metric)
-    table = ok.groupby([f"sweep.{ya.key}", f"sweep.{xa.key}"])["value"].mean().unstack()
-    grid = np.full((len(ya.values), len(xa.values)), np.nan)
-    for i, a in enumerate(ya.values):
-        for j, b in enumerate(xa.values):
-            if a in table.index and b in table.columns:
-                grid[i, j] = table.loc[a, b]
-    finite = grid[np.isfinite(grid)]
-    norm = LogNorm(finite.min(), finite.max()) if spans_decades(finite, 2) else \
-        Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
-    fig, ax = subplots(figsize=(6.4, 4.8))
-    im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis", norm=norm)
-    cell = lambda axis: KeyAxis(axis.key, axis.values, {v: i for i, v in enumerate(axis.values)}, False, False)
-    cx, cy = cell(xa), cell(ya)
-    cx.apply(ax, "x"), cy.apply(ax, "y")
-    for (i, j), v in np.ndenumerate(grid):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.3g}", ha="center", va="center", color="w", fontsize=8)
-    _mark_unfinished(ax, bad, cx, cy)
-    fig.colorbar(im, ax=ax, label=label(metric))
-    ax.set_title(f"{label(metric)} ({_seed_note(seeds)})", fontsize=10)
-    if len(bad):
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.25, 1))
-    return fig
-
-
-def metric_lines(df: pd.DataFrame, xa: KeyAxis, group: KeyAxis, metric: str, seeds: int):
-    """`metric` against one key, a line per value of another, a +-1 std band when seeds > 1."""
-
-    ok, bad = _split(df, metric)
-    fig, ax = subplots(figsize=(6.4, 4.4))
-    groups = [(v, ok[ok[f"sweep.{group.key}"] == v]) for v in group.values] if group else [(None, ok)]
-    cmap = colours("viridis", max(len(groups), 2))
-    for i, (value, g) in enumerate(groups):
-        stats = g.groupby(f"sweep.{xa.key}")["value"].agg(["mean", "std", "count"])
-        stats = stats.reindex([v for v in xa.values if v in stats.index]).dropna(subset=["mean"])
-        x = [xa.positions[v] for v in stats.index]
-        # categories are not ordered quantities: points (and error bars), no joining line
-        ax.plot(x, stats["mean"], marker="o", linestyle="-" if xa.numeric else "none", color=cmap(i),
-                label=None if group is None else f"{group.key}={value}")
-        if seeds > 1:
-            sd = stats["std"].fillna(0.0)
-            if xa.numeric:
-                ax.fill_between(x, stats["mean"] - sd, stats["mean"] + sd, color=cmap(i), alpha=0.2)
-            else:
-                ax.errorbar(x, stats["mean"], yerr=sd, fmt="none", color=cmap(i), capsize=3)
-    xa.apply(ax, "x")
-    if spans_decades(ok["value"], 2):
-        ax.set_yscale("log")
-    _mark_unfinished(ax, bad, xa)
-    ax.set_ylabel(label(metric))
-    band = (", band: +-1 std" if xa.numeric else ", bars: +-1 std") if seeds > 1 else ""
-    ax.set_title(f"{label(metric)} against {xa.key} ({_seed_note(seeds)}{band})", fontsize=10)
-    if group is not None or len(bad):
-        ax.legend(fontsize=7)
-    return fig
+    return "1 seed" if n == 1 else f"mean ± sd over {n} seeds"
 
 
 def explaining_key(df: pd.DataFrame, keys: List[str]):
@@ -163,72 +51,145 @@ def explaining_key(df: pd.DataFrame, keys: List[str]):
 
 
 def risk_curves(df: pd.DataFrame, key: KeyAxis, read):
-    """Training risk over flow time, coloured by `key`; unfinished jobs dotted grey, outside the y range."""
-
-    fig, ax = subplots(figsize=(6.8, 4.4))
-    cmap = colours("viridis", max(len(key.values), 2))
-    colour = {v: cmap(i) for i, v in enumerate(key.values)}
-    finished, lo, hi = set(), [], []
+    """Training risk over flow time, coloured by `key`, with the certified decay ℒ(0)e^{−c₀t} of each colour
+    (dashed, runs with a certificate); unfinished runs dotted grey, outside the y range."""
+    fig, ax = subplots(width=DOUBLE, height=3.0)
+    colours = palette(len(key.values))
+    colour = {v: colours[i] for i, v in enumerate(key.values)}
+    lo, hi, t_end, marked = [], [], 0.0, set()
     for _, r in df.iterrows():
         curve = read(r["path"], METRICS_FILE)
         curve = None if curve is None else curve[["flow_time", "risk_train"]].dropna()
-        if curve is None or curve.empty:
-            if r["status"] not in FINISHED:  # no curve to draw: a legend entry still marks it
-                marker, c, name = MARKS.get(r["status"], ("o", "0.55", r["status"]))
-                ax.plot([], [], marker, color=c, linestyle="none", label=None if name in finished else name)
-                finished.add(name)
+        marker, c, name = MARKS.get(r["status"], ("o", "0.55", r["status"]))
+        if r["status"] not in FINISHED:
+            if curve is not None and not curve.empty:
+                ax.plot(curve["flow_time"], curve["risk_train"], ":", color="0.6", lw=0.8)
+                ax.plot(curve["flow_time"].iloc[-1:], curve["risk_train"].iloc[-1:], marker, color=c)
+            if name not in marked:
+                ax.plot([], [], marker, color=c, ls="none", label=f"{name} (dotted; off the scale)")
+                marked.add(name)
             continue
-        if r["status"] in FINISHED:
-            ax.plot(curve["flow_time"], curve["risk_train"], color=colour[r[f"sweep.{key.key}"]], alpha=0.8)
-            positive = curve["risk_train"][curve["risk_train"] > 0]
-            lo.append(positive.min()), hi.append(positive.max())
-        else:
-            marker, c, name = MARKS.get(r["status"], ("o", "0.55", r["status"]))
-            ax.plot(curve["flow_time"], curve["risk_train"], ":", color="0.6", label=None if name in finished else name)
-            ax.plot(curve["flow_time"].iloc[-1:], curve["risk_train"].iloc[-1:], marker, color=c)
-            finished.add(name)
-    ax.set_yscale("log")
+        if curve is None or curve.empty:
+            continue
+        ax.plot(curve["flow_time"], curve["risk_train"], color=colour[r[f"sweep.{key.key}"]], alpha=0.75, lw=0.9)
+        positive = curve["risk_train"][curve["risk_train"] > 0]
+        lo.append(positive.min()), hi.append(positive.max())
+        t_end = max(t_end, float(curve["flow_time"].max()))
+    ok, certified = df[df["status"].isin(FINISHED)], False
+    for v in key.values:
+        mine = ok[ok[f"sweep.{key.key}"] == v]
+        c0, r0 = pd.to_numeric(mine.get("c0"), errors="coerce").mean(), pd.to_numeric(mine.get("risk_init")).mean()
+        if np.isfinite(c0) and np.isfinite(r0) and t_end > 0:
+            t = np.linspace(0.0, t_end, 60)
+            ax.plot(t, r0 * np.exp(-c0 * t), "--", color=colour[v], lw=0.9)
+            certified = True
+        ax.plot([], [], color=colour[v], label=f"{label(key.key)} = {v}")
+    if certified:
+        ax.plot([], [], "--", color="0.3", lw=0.9, label="certified: ℒ(0)·exp(−c₀t), mean c₀ of the colour")
+    log_axis(ax)
     if lo:
         ax.set_ylim(min(lo) / 2, max(hi) * 2)
-    for v in key.values:
-        ax.plot([], [], color=colour[v], label=f"{key.key}={v}")
-    ax.set_xlabel("flow time t")
+    ax.set_xlabel(label("flow_time"))
     ax.set_ylabel(label("risk_train"))
-    ax.legend(fontsize=7)
-    ax.set_title(f"training risk, coloured by {key.key} (the key that explains most of its spread)", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6.5)
+    fig.subplots_adjust(left=0.1, right=0.62, bottom=0.16, top=0.95)
     return fig
 
 
-def build_figures(df: pd.DataFrame, keys: List[str], metrics: List[str], read) -> Dict[str, object]:
-    """name -> matplotlib Figure, for every figure of the report (not saved). `read(job path, file name)`
-    returns a run's table (metrics.csv, depths.csv) or None."""
+def _grid(n: int):
+    """(figure, axes) for n panels: one column for 1, two beyond."""
+    cols = 1 if n == 1 else 2
+    rows = math.ceil(n / cols)
+    fig, axes = subplots(rows, cols, width=SINGLE * 1.8 if cols == 1 else DOUBLE, height=3.0 * rows,
+                         squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _finish_panels(fig, axes, rows: int, shared: set, wspace: float = 0.32, right: float = 0.97) -> None:
+    """One legend for what every panel shares (the lines' values, run statuses) to the right of the figure, and
+    under each panel its own references (bounds, fits), never over the data."""
+    handles, seen = [], set()
+    for ax in axes:
+        for h, text in zip(*ax.get_legend_handles_labels()):
+            if (text in shared or text.split(" (")[0] in shared) and text not in seen:
+                handles.append((h, text))
+                seen.add(text)
+        own = [(h, t) for h, t in zip(*ax.get_legend_handles_labels()) if t not in seen]
+        if own:
+            ax.legend(*zip(*own), loc="upper center", bbox_to_anchor=(0.5, -0.32), fontsize=6, ncol=1,
+                      borderaxespad=0.0)
+    height = fig.get_figheight()
+    below = max((len(ax.get_legend().get_texts()) for ax in axes if ax.get_legend()), default=0)
+    if handles:
+        fig.legend(*zip(*handles), loc="upper center", bbox_to_anchor=(0.55, 1 - 0.22 / height), fontsize=6.5,
+                   ncol=min(len(handles), 4), columnspacing=1.2, handletextpad=0.4)
+    rows_in = height / rows  # inches per row of panels; the legends under them need room
+    fig.subplots_adjust(left=0.09, right=right, wspace=wspace, hspace=(0.8 + 0.16 * below) / (rows_in - 1.2),
+                        bottom=(0.6 + 0.16 * below) / height, top=1 - (0.75 if handles else 0.55) / height)
+
+
+def derived_axis(df: pd.DataFrame, x: Optional[str]) -> Tuple[pd.DataFrame, Optional[str]]:
+    """report.x = `a/b` (e.g. model.M/data.n_train): the swept ratio of two configuration values as a key."""
+    if not x or "/" not in x:
+        return df, None
+    a, b = x.split("/", 1)
+    cols = [f"sweep.{a}" if f"sweep.{a}" in df else f"cfg.{a}", f"sweep.{b}" if f"sweep.{b}" in df else f"cfg.{b}"]
+    if not all(c in df for c in cols):
+        return df, None
+    df = df.copy()
+    df[f"sweep.{x}"] = pd.to_numeric(df[cols[0]], errors="coerce") / pd.to_numeric(df[cols[1]], errors="coerce")
+    return df, x
+
+
+def build_figures(df: pd.DataFrame, keys: List[str], metrics: List[str], read,
+                  x: Optional[str] = None) -> Tuple[Dict[str, object], List[str]]:
+    """({name: matplotlib Figure}, warnings) for the report (not saved). `read(run path, file name)` returns a
+    run's table (metrics.csv, depths.csv) or None; `x`: report.x, a ratio of two keys as the primary axis."""
     keys = [k for k in keys if k != "seed" and f"sweep.{k}" in df]
-    metrics = [m for m in metrics if m in df]
+    warnings = [f"{m}: computed in no finished run, not drawn" for m in metrics if not computed(df, m)]
+    metrics = [m for m in metrics if computed(df, m)]
+    df, derived = derived_axis(df, x)
+    if derived:
+        keys = [derived] + [k for k in keys if k not in x.split("/")]
     axes = {k: key_axis(df, k) for k in keys}
     seeds = seeds_per_point(df, keys)
     figs = {}
-    if len(keys) >= 2:
-        a, b = keys[0], keys[1]
-        for m in metrics:
-            figs[f"heatmap_{m}_{a}_vs_{b}"] = heatmap(df, axes[a], axes[b], m, seeds)
-    for k in keys:
-        other = next((axes[o] for o in keys if o != k), None)
-        for m in metrics:
-            figs[f"{m}_vs_{k}"] = metric_lines(df, axes[k], other, m, seeds)
+    if keys and metrics:
+        primary = max(keys, key=lambda k: (axes[k].numeric, len(axes[k].values))) if not derived else derived
+        other = next((axes[k] for k in keys if k != primary), None)
+        fig, panels = _grid(len(metrics))
+        for ax, m in zip(panels, metrics):
+            metric_panel(ax, df, axes[primary], other, m, seeds)
+        fig.suptitle(f"{len(df)} runs, {_seed_note(seeds)} per point", fontsize=8, x=0.01, ha="left")
+        shared = {f"{label(other.key)} = {v}" for v in other.values} if other else set()
+        shared |= {"a converged run"} | {m[2] for m in MARKS.values()}
+        _finish_panels(fig, panels, math.ceil(len(metrics) / (1 if len(metrics) == 1 else 2)), shared)
+        figs["metrics"] = fig
+        if len(keys) >= 2:
+            fig, panels = _grid(len(metrics))
+            for ax, m in zip(panels, metrics):
+                heatmap_panel(fig, ax, df, axes[keys[0]], axes[keys[1]], m)
+                ax.set_title(label(m))
+            fig.suptitle(f"{_seed_note(seeds)} per cell; * every seed converged", fontsize=8, x=0.01, ha="left")
+            _finish_panels(fig, panels, math.ceil(len(metrics) / (1 if len(metrics) == 1 else 2)),
+                           {m[2] for m in MARKS.values()}, wspace=0.75, right=0.9)
+            figs["heatmaps"] = fig
     if keys:
-        k = explaining_key(df, keys)
-        figs[f"risk_curves_by_{k}"] = risk_curves(df, axes[k], read)
+        figs["risk_curves"] = risk_curves(df, axes[explaining_key(df, keys)], read)
     if "optim.geometry" in keys:
-        from .geometry_figures import geometry_figures
+        from .geometry_figures import geometry_figure
 
-        figs.update(geometry_figures(df, read))
-    return figs
+        figs["geometry"] = geometry_figure(df, read)
+    return figs, warnings
 
 
-def sweep_figures(df: pd.DataFrame, keys: List[str], out: Path, metrics: List[str]) -> List[Path]:
-    """Render and save every figure as PNG and PDF in `out`; returns the paths written."""
-
+def sweep_figures(df: pd.DataFrame, keys: List[str], out: Path, metrics: List[str], formats=("png",),
+                  x: Optional[str] = None) -> Tuple[List[Path], List[str]]:
+    """Render and save every figure in `out` in the formats asked for; returns (paths written, warnings)."""
     from ..rundir.contract import RunDirError, read_table
+    from .style import styled
 
     def read(path, name):
         try:
@@ -236,7 +197,12 @@ def sweep_figures(df: pd.DataFrame, keys: List[str], out: Path, metrics: List[st
         except RunDirError:
             return None
 
-    written = []
-    for name, fig in build_figures(df, keys, metrics, read).items():
-        written += save_figure(fig, Path(out) / name, ("png", "pdf"))
-    return written
+    @styled
+    def draw():
+        written = []
+        figs, warnings = build_figures(df, keys, metrics, read, x)
+        for name, fig in figs.items():
+            written += save_figure(fig, Path(out) / name, formats, tight=False)
+        return written, warnings
+
+    return draw()

@@ -14,6 +14,8 @@ MARKS = {"diverged": ("^", "tab:red", "diverged"), "failed": ("X", "black", "fai
          "corrupt": ("X", "black", "failed"), "incomplete": ("o", "0.55", "incomplete"),
          "interrupted": ("o", "0.55", "incomplete"), "max_steps": ("o", "tab:blue", "step budget"),
          "converged": ("*", "tab:green", "converged")}
+# one marker per line of a panel, beside its colour (a figure printed in grey stays readable)
+MARKERS = "osD^vP<>hX"
 # metrics and configuration keys in the paper's symbols
 LABELS = {
     "log10_risk_ratio": r"$\log_{10}\,\mathcal{L}(t)/\mathcal{L}(0)$", "risk_train": r"training risk $\mathcal{L}$",
@@ -34,6 +36,8 @@ LABELS = {
     "model.activation": r"activation $\sigma$", "optim.geometry": "geometry", "seed": "seed",
     "data.teacher.scale": "teacher scale", "optim.parameterization": "parameterization", "data": "dataset",
     "model.bandwidth": r"bandwidth $h$", "model.integrator": "integrator",
+    "model.M/data.n_train": r"width per sample $M/N$", "risk_predicted": r"flow's prediction of $\mathcal{L}$",
+    "depth_path_length": "depth path length", "lambda_max_tangent": r"$\lambda_{\max}(K)$",
 }
 # sizes in inches: a column and a page of a two-column paper
 SINGLE, DOUBLE = 3.4, 7.0
@@ -91,6 +95,16 @@ def subplots(*args, width: float = SINGLE, height: float = None, **kwargs):
     return fig, fig.subplots(*args, **kwargs)
 
 
+def palette(n: int) -> list:
+    """n colours that a reader tells apart: tab10's for up to 10 (no two values in one colour), else viridis."""
+    import matplotlib
+
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    cmap = colours("viridis", n)
+    return [cmap(i) for i in range(n)]
+
+
 def colours(name: str, n: int):
     """A colormap of `name` resampled to max(n, 2) colours."""
     import matplotlib
@@ -109,11 +123,11 @@ def decade_label(value: float, _pos=None) -> str:
     exponent = int(np.floor(np.log10(value) + 1e-9))
     mantissa = value / 10.0**exponent
     power = "1" if exponent == 0 else "10" + str(exponent).translate(_SUPERSCRIPT)
-    if abs(mantissa - round(mantissa)) > 1e-6:
-        return f"{value:.2g}"
-    if round(mantissa) == 1:
+    if abs(mantissa - round(mantissa)) < 1e-6 and round(mantissa) == 1:
         return power
-    return f"{value:g}" if -2 <= exponent <= 3 else f"{round(mantissa)}×{power}"
+    if -2 <= exponent <= 3:
+        return f"{value:.4g}"
+    return f"{round(mantissa) if abs(mantissa - round(mantissa)) < 1e-6 else round(mantissa, 1):g}×{power}"
 
 
 def _log_locator():
@@ -139,6 +153,20 @@ def log_axis(ax, which: str = "y") -> None:
     axis.set_major_locator(_log_locator())
     axis.set_major_formatter(FuncFormatter(decade_label))
     axis.set_minor_locator(NullLocator())  # minor ticks cost a third of drawing a figure of log axes
+
+
+def small_numbers(ax, values, which: str = "y") -> None:
+    """A linear axis of very small or large numbers in units of their power of ten: ticks 1.2, 1.4 and the
+    label's "(×10⁻³)", as a paper writes them, not matplotlib's offset text."""
+    from matplotlib.ticker import FuncFormatter
+
+    top = float(np.nanmax(np.abs(np.asarray(values, float))))
+    if not np.isfinite(top) or top == 0:
+        return
+    exponent = int(np.floor(np.log10(top)))
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v / 10.0**exponent:.3g}"))
+    axis.set_label_text(f"{axis.get_label_text()} (×10{str(exponent).translate(_SUPERSCRIPT)})")
 
 
 def log_ticks(ax, values: Sequence[float], which: str = "x") -> None:

@@ -154,6 +154,10 @@ def sweep_progress(sweep_dir: Path) -> Dict[str, int]:
             "running": running}
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def count_statuses(sweep_dir: Path) -> str:
     """One line: how many runs (in how many jobs, where vectorized jobs train several), finished, diverged,
     failed (and others), naming the bad ones."""
@@ -161,8 +165,8 @@ def count_statuses(sweep_dir: Path) -> str:
     if df.empty:
         return f"sweep {sweep_dir}: no runs found"
     st, jobs = df["status"], df["job_dir"].nunique()
-    in_jobs = f" in {jobs} jobs" if jobs != len(df) else ""
-    line = (f"sweep {Path(sweep_dir).name}: {len(df)} runs{in_jobs}: {int(st.isin(RD.FINISHED).sum())} finished "
+    in_jobs = f" in {_count(jobs, 'job')}" if jobs != len(df) else ""
+    line = (f"sweep {Path(sweep_dir).name}: {_count(len(df), 'run')}{in_jobs}: {int(st.isin(RD.FINISHED).sum())} finished "
             f"({int((st == 'converged').sum())} converged), {int((st == 'diverged').sum())} diverged, "
             f"{int((st == 'failed').sum())} failed")
     other = df[~st.isin(RD.FINISHED + ("diverged", "failed"))]

@@ -3,7 +3,7 @@ draws the boundary over the phase diagram, each combination's success fraction w
 the scaling of the threshold with the other swept key.
 
     threshold_report(sweep_dir, out_dir) -> {"figures", "boundary", "brackets", "points", "outcomes",
-                                             "scaling", "lines"}
+                                             "scaling", "lines", "warnings"}
 
 Scaling: with one other swept key x of positive numbers (e.g. data.n_train = N) and at least three
 converged combinations, log T = alpha log x + c is fitted by weighted least squares over the
@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..sweeps.threshold_stats import power_law_fit
 from ..sweeps.threshold_tables import BOUNDARY, SCALING, read_tables
-from .style import save_figure, subplots
+from .style import SINGLE, label, log_axis, save_figure, styled, subplots
 
 
 def _x_values(brackets: pd.DataFrame, keys: List[str]) -> Optional[pd.Series]:
@@ -44,9 +44,10 @@ def scaling_fit(boundary: pd.DataFrame, level: float) -> Optional[dict]:
                 combinations=len(ok), weighted=fit.weighted)
 
 
-def threshold_report(sweep_dir, out_dir) -> dict:
+def threshold_report(sweep_dir, out_dir, formats=("png",)) -> dict:
     """Write the boundary table, the scaling table and the figures into out_dir; returns the figure
-    paths, the tables (DataFrames; scaling: a one-row DataFrame or None) and printable lines."""
+    paths, the tables (DataFrames; scaling: a one-row DataFrame or None), printable lines and warnings
+    (combinations whose threshold is unresolved, with why)."""
     sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
     search, brackets, points, outcomes = read_tables(sweep_dir)
     settings, key = search["settings"], search["key"]
@@ -71,9 +72,12 @@ def threshold_report(sweep_dir, out_dir) -> dict:
         lines.append(f"  log {key}* = alpha log {xk} + c: alpha = {fit['alpha']:.3f} [{fit['alpha_lo']:.3f}, "
                      f"{fit['alpha_hi']:.3f}] ({fit['level']:.0%}), c = {fit['c']:.3f}, over the "
                      f"{fit['combinations']} resolved combinations" + (f" ({unresolved} left out)" if unresolved else ""))
-    figures = [_phase_diagram(out_dir, search, boundary, points, fit), _fractions(out_dir, search, brackets, points)]
+    figures = _phase_diagram(out_dir, search, boundary, points, fit, formats) + \
+        _fractions(out_dir, search, brackets, points, formats)
+    warnings = [f"threshold of {r.combination}: unresolved ({r.note if isinstance(r.note, str) and r.note else r.status})"
+                for r in boundary.itertuples() if not bool(r.resolved)]
     return {"figures": figures, "boundary": boundary, "brackets": brackets, "points": points,
-            "outcomes": outcomes, "scaling": scaling, "lines": lines}
+            "outcomes": outcomes, "scaling": scaling, "lines": lines, "warnings": warnings}
 
 
 def _lines(key: str, b: pd.DataFrame, runs: int) -> List[str]:
@@ -91,65 +95,88 @@ def _lines(key: str, b: pd.DataFrame, runs: int) -> List[str]:
     return lines
 
 
-def _phase_diagram(out_dir: Path, search: dict, boundary: pd.DataFrame, points: pd.DataFrame, fit) -> Path:
-    """Evaluated points (filled: success, cross: failure; colour: fraction of seeds), the final
-    bracket per combination (grey bar), the estimate with its interval and the power-law fit."""
+@styled
+def _phase_diagram(out_dir: Path, search: dict, boundary: pd.DataFrame, points: pd.DataFrame, fit, formats) -> list:
+    """Evaluated points (filled: success, cross: failure; colour: fraction of seeds), the final bracket of each
+    combination (a grey bar beside its points), the estimate with its interval (open where it is unresolved)
+    and the power-law fit with its interval."""
     numeric = "x" in boundary
     pos = dict(zip(boundary.combination, boundary.x if numeric else range(len(boundary))))
-    fig, ax = subplots(figsize=(6.4, 4.8))
+    shift = (lambda v: v * 1.1) if numeric else (lambda v: v + 0.15)  # the bracket beside the points
+    shift2 = (lambda v: v * 1.22) if numeric else (lambda v: v + 0.3)  # the estimate beside the bracket
+    fig, ax = subplots(width=SINGLE * 1.7, height=3.0)
     px = points.combination.map(pos)
     for ok, marker in ((True, "o"), (False, "x")):
         sel = points.success == ok
         sc = ax.scatter(px[sel], points.value[sel], c=points.fraction[sel], cmap="RdYlGn", vmin=0, vmax=1,
-                        marker=marker, s=36, label="success" if ok else "failure", zorder=3)
-    fig.colorbar(sc, ax=ax, label="fraction of seeds that succeed")
-    ax.vlines(boundary.combination.map(pos), boundary.lo, boundary.hi, colors="0.6", lw=6, alpha=0.6,
+                        marker=marker, s=22, label="success" if ok else "failure", zorder=3, lw=1)
+    fig.colorbar(sc, ax=ax, label="fraction of seeds that succeed", pad=0.02)
+    ax.vlines(boundary.combination.map(pos).map(shift), boundary.lo, boundary.hi, colors="0.45", lw=4, alpha=0.7,
               label="final bracket", zorder=1)
     est = boundary[np.isfinite(boundary.estimate)]
-    ax.errorbar(est.combination.map(pos), est.estimate, yerr=[est.estimate - est.estimate_lo, est.estimate_hi - est.estimate],
-                fmt="D", color="k", ms=4, capsize=3, label="threshold estimate", zorder=4)
+    for resolved, face in ((True, "k"), (False, "none")):
+        e = est[est.resolved.astype(bool) == resolved]
+        if len(e):
+            ax.errorbar(e.combination.map(pos).map(shift2), e.estimate, yerr=[e.estimate - e.estimate_lo,
+                        e.estimate_hi - e.estimate], fmt="D", color="k", mfc=face, ms=4, capsize=2, zorder=4,
+                        label="threshold estimate (95 %)" if resolved else "estimate, unresolved (see the table)")
     if fit is not None:
         xs = np.geomspace(boundary.x.min(), boundary.x.max(), 50)
         ax.plot(xs, np.exp(fit["c"]) * xs ** fit["alpha"], "k--", lw=1,
-                label=f"fit: alpha = {fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]")
+                label=f"fit ∝ x^α, α = {fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]")
     if numeric:
+        from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+
         ax.set_xscale("log")
-        ax.set_xticks(sorted(boundary.x), [f"{v:g}" for v in sorted(boundary.x)])
-        ax.minorticks_off()
-        ax.margins(x=0.1)
-        ax.set_xlabel(search["combination_keys"][0])
+        ticks = sorted(boundary.x)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FixedFormatter([f"{v:g}" for v in ticks]))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(min(ticks) / 1.3, max(ticks) * 1.5)
+        ax.set_xlabel(label(search["combination_keys"][0]))
     else:
-        ax.set_xticks(range(len(boundary)), boundary.combination, rotation=20, fontsize=8)
+        ax.set_xticks(range(len(boundary)), boundary.combination, rotation=20, fontsize=7)
+        ax.set_xlim(-0.5, len(boundary) - 0.3)
     if search["settings"]["log"]:
-        ax.set_yscale("log")
-    ax.set_ylabel(search["key"])
-    ax.set_title(f"{search['key']} threshold: success {search['settings']['direction']} it", fontsize=10)
-    ax.legend(fontsize=7)
-    return save_figure(fig, out_dir / "threshold_phase_diagram")[0]
+        log_axis(ax)
+    ax.set_ylabel(label(search["key"]))
+    ax.set_title(f"where training succeeds: {'above' if search['settings']['direction'] == 'above' else 'below'} "
+                 f"the threshold of {label(search['key'])}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.32, 1.0), fontsize=6, borderaxespad=0.0)
+    return save_figure(fig, out_dir / "threshold_phase_diagram", formats)
 
 
-def _fractions(out_dir: Path, search: dict, brackets: pd.DataFrame, points: pd.DataFrame) -> Path:
-    """Per combination: the fraction of seeds that succeed at each evaluated value, the logistic
-    curve P = sigmoid(slope (u - log T)) where it is identified, and the estimate's interval."""
+@styled
+def _fractions(out_dir: Path, search: dict, brackets: pd.DataFrame, points: pd.DataFrame, formats) -> list:
+    """Per combination: the fraction of seeds that succeed at each evaluated value, the logistic curve
+    P = sigmoid(slope (u - log T)) where it is identified, and the estimate's interval."""
     n = len(brackets)
     cols = min(n, 4)
-    fig, axes = subplots(math.ceil(n / cols), cols, figsize=(3.2 * cols, 2.6 * math.ceil(n / cols)), squeeze=False)
+    rows = math.ceil(n / cols)
+    fig, axes = subplots(rows, cols, width=min(1.9 * cols, 7.0), height=1.9 * rows + 0.4, squeeze=False,
+                         sharey=True)
     log = search["settings"]["log"]
     for ax, b in zip(axes.flat, brackets.itertuples()):
         mine = points[points.combination == b.combination]
-        ax.plot(mine.value, mine.fraction, "o", color="C0")
         if np.isfinite(b.estimate):
-            ax.axvspan(b.estimate_lo, b.estimate_hi, color="0.85")
+            ax.axvspan(b.estimate_lo, b.estimate_hi, color="0.88", label="estimate's interval")
+            ax.axvline(b.estimate, color="0.4", lw=0.8)
         if np.isfinite(b.logistic) and np.isfinite(b.slope):
             xs = (np.geomspace if log else np.linspace)(mine.value.min(), mine.value.max(), 200)
             u, ut = (np.log(xs), math.log(b.logistic)) if log else (xs, b.logistic)
-            ax.plot(xs, 1 / (1 + np.exp(-b.slope * (u - ut))), "k-", lw=1)
-        ax.axhline(search["settings"]["fraction"], color="0.5", ls=":", lw=1)
-        ax.set_xscale("log" if log else "linear")
+            ax.plot(xs, 1 / (1 + np.exp(-b.slope * (u - ut))), "k-", lw=0.9, label="logistic fit")
+        ax.plot(mine.value, mine.fraction, "o", color="tab:blue", ms=3.5, label="measured", zorder=3)
+        ax.axhline(search["settings"]["fraction"], color="0.5", ls=":", lw=0.8, label="success fraction")
+        if log:
+            log_axis(ax, "x")
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title(b.combination, fontsize=8)
-        ax.set_xlabel(search["key"], fontsize=8)
+        ax.set_title(b.combination, fontsize=7)
+        ax.set_xlabel(label(search["key"]), fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    axes[0, 0].set_ylabel("fraction of seeds")
-    return save_figure(fig, out_dir / "threshold_fractions")[0]
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction of seeds")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=6, bbox_to_anchor=(0.5, 0.0))
+    fig.subplots_adjust(bottom=0.32 / rows + 0.1, top=0.9, wspace=0.15, hspace=0.7)
+    return save_figure(fig, out_dir / "threshold_fractions", formats)

@@ -1,4 +1,4 @@
-"""The run directory contract (docs/run-directory.md): file names, metrics columns, the summary schema,
+"""The run directory contract (the README's "What a run leaves behind"): file names, metrics columns, the summary schema,
 written and read here only. No Lightning: readers (report, diagnose, plots) stay cheap.
 
     .hydra/            config.yaml, overrides.yaml, hydra.yaml (written by the job once it owns the directory)
@@ -45,7 +45,7 @@ CHECKPOINT_FORMAT = 2
 STATUSES = ("converged", "max_steps", "diverged", "interrupted", "failed")
 FINISHED = ("converged", "max_steps")
 
-# metrics.csv columns, in order (docs/run-directory.md documents each)
+# metrics.csv columns, in order (the README documents each)
 COLUMNS = [
     "step", "flow_time", "risk_train", "risk_test", "accuracy_train", "accuracy_test",
     "grad_norm2", "pl_ratio", "risk_predicted",

@@ -1,7 +1,7 @@
 """cotresnet's threshold-search sweeper for Hydra (`hydra/sweeper=threshold`): per combination of the
 other swept keys, it brackets and bisects one key until the bracket is within a ratio, judging each
 point over several seeds. The search is cotresnet.sweeps.threshold_search, its settings
-cotresnet.sweeps.threshold_settings; this class launches it and draws its report at the end. This
+cotresnet.sweeps.threshold_settings; this class launches it (the sweep's report is drawn when it ends). This
 module imports no torch: Hydra imports every module of the hydra_plugins namespace when it scans for
 plugins.
 """
@@ -36,12 +36,8 @@ class ThresholdSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from pathlib import Path
 
-        from cotresnet.report.threshold import threshold_report
-        from cotresnet.rundir.contract import REPORT
         from cotresnet.sweeps.threshold_search import run_search
 
         returns = run_search(self, list(arguments))
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        rep = threshold_report(sweep_dir, sweep_dir / REPORT)
-        print("\n".join(rep["lines"]) + f"\n  tables: {sweep_dir}/threshold_*.csv; figures: {sweep_dir / REPORT}", flush=True)
+        print(f"  tables: {Path(str(self.config.hydra.sweep.dir))}/threshold_*.csv", flush=True)
         return returns

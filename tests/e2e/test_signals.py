@@ -60,6 +60,6 @@ def test_a_signal_stops_a_sweep_which_launches_nothing_more(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
-    assert "interrupted: nothing more is launched" in out and "1 jobs" in out and "; 3 planned" in out
+    assert "interrupted: nothing more is launched" in out and ": 1 run: " in out and "; 3 planned" in out
     assert not list(sweep.glob("1_*")) and not list(sweep.glob("2_*"))
     assert json.loads(next(sweep.glob("0_*/summary.json")).read_text())["status"] == "interrupted"

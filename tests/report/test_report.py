@@ -5,16 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from omegaconf import OmegaConf
+from fake_sweeps import fake_sweep
 
-from cotresnet.report.cli import report, report_metrics
+from cotresnet.report.cli import report, report_metrics, report_settings
 from cotresnet.report.figures import build_figures
 from cotresnet.report.style import spans_decades
 from cotresnet.report.sweep import collect, count_statuses, swept_keys
 from cotresnet.rundir import contract as RD
-from cotresnet.sweeps.expand import sweep_jobs
-from cotresnet.train import CONF_DIR
 from helpers import grid_experiments
 
 EXPERIMENTS = grid_experiments()
@@ -22,80 +19,61 @@ CATEGORICAL = {"activation": ("model.activation", ["tanh", "silu", "gelu", "relu
                "datasets": ("data", ["diabetes", "digits", "wine", "breast_cancer"])}
 
 
-def fake_sweep(tmp_path: Path, experiment: str) -> Path:
-    """The experiment's jobs with made-up results: job 1 failed, job 2 diverged, the others finished with
-    metrics spanning several decades (job k: 10^-k)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    sweep = tmp_path / experiment
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", f"hydra.sweep.dir={sweep}"],
-                      return_hydra_config=True)
-        jobs = list(sweep_jobs(cfg))
-    for k, (overrides, job_cfg, job_dir) in enumerate(jobs):
-        (job_dir / ".hydra").mkdir(parents=True)
-        OmegaConf.save(job_cfg, job_dir / ".hydra" / "config.yaml")
-        (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides]))
-        steps = [0, 10, 20]
-        rows = [{"step": s, "flow_time": 0.1 * s, "risk_train": 10.0 ** (-k * s / 20)} for s in steps]
-        if k == 1:
-            RD.write_summary(job_dir, {"status": "failed", "error": "RuntimeError: boom"})
-            continue
-        writer = RD.CSVWriter(job_dir / RD.METRICS, RD.COLUMNS)
-        for r in rows:
-            writer.append(r)
-        value = 1e30 if k == 2 else 10.0 ** (-k)
-        final = {m: value for m in RD.COLUMNS if m not in ("step", "flow_time")}
-        RD.write_summary(job_dir, {"status": "diverged" if k == 2 else "max_steps", "steps": 20, "flow_time": 2.0,
-                                   "final": {**final, "risk_train": 10.0 ** (-k) if k != 2 else 1e30, "step": 20},
-                                   "risk_init": 1.0, "min_pl_ratio": value, "diverged_at": 20 if k == 2 else None,
-                                   "lambda_min_feature_layers": {"init": [value, 2 * value]},
-                                   "certificate": {"resolved": True, "lambda_min_tangent_init": value, "kind": "full"}})
-    return sweep
-
-
 # cot_vs_wasserstein sweeps 16 jobs, each with its own figures: ~16 s, in the full suite
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e == "cot_vs_wasserstein" else e
                                         for e in EXPERIMENTS])
 def test_every_experiment_draws_readable_figures(tmp_path, experiment):
+    """A page per kind (metrics, heatmaps with two keys, risk curves, geometry), a panel per computed metric,
+    every axis labelled in symbols, the swept values as ticks, scales from the values, unfinished runs marked."""
+    from cotresnet.report.style import LABELS
+
     sweep = fake_sweep(tmp_path, experiment)
     r = report(sweep)
-    assert {p.suffix for p in r["figures"]} == {".png", ".pdf"} and all(p.stat().st_size > 1000 for p in r["figures"])
+    assert {p.suffix for p in r["figures"]} == {".png"} and all(p.stat().st_size > 1000 for p in r["figures"])
+    assert r["html"].is_file()
     df, keys = collect(sweep), swept_keys(sweep)
-    read = lambda p, name: RD.read_table(Path(p), name) if (Path(p) / name).exists() else None
-    figs = build_figures(df, keys, report_metrics(sweep), read)
-    assert figs and any(n.startswith("heatmap_") for n in figs) == (len([k for k in keys if k != "seed"]) >= 2)
-    params = yaml.safe_load((Path(CONF_DIR) / "experiment" / f"{experiment}.yaml").read_text())["hydra"]["sweeper"]
-    n_seeds = len(str((params.get("params") or {}).get("seed", "0")).split(","))
+    read = lambda p, name: RD.read_table(Path(p), name) if (Path(p) / name).exists() else None  # noqa: E731
+    settings = report_settings(sweep)
+    figs, warnings = build_figures(df, keys, settings["metrics"], read, settings["x"])
+    grid_keys = [k for k in keys if k != "seed"]
+    assert set(figs) >= {"metrics", "risk_curves"} and ("heatmaps" in figs) == (len(grid_keys) >= 2)
+    assert ("geometry" in figs) == ("optim.geometry" in keys) and not warnings
+    panels = [ax for ax in figs["metrics"].axes if ax.get_visible()]
+    assert len(panels) == len(settings["metrics"])
+    for ax, metric in zip(panels, settings["metrics"]):
+        assert ax.get_ylabel().startswith(LABELS[metric]) and ax.get_xlabel() in LABELS.values(), (metric, ax.get_ylabel())
+        finished = df[df["status"] == "max_steps"][metric].astype(float)
+        assert ax.get_yscale() == ("log" if spans_decades(finished, 2) else "linear"), metric
+        assert ax.get_ylim()[1] < 1e29  # the diverged run's 1e30 is not on the scale
+        primary = settings["x"] or max(grid_keys, key=lambda k: (df[f"sweep.{k}"].map(
+            lambda v: isinstance(v, (int, float))).all(), df[f"sweep.{k}"].nunique()))
+        if primary in dict(CATEGORICAL.values()):
+            assert [t.get_text() for t in ax.get_xticklabels()] == dict(CATEGORICAL.values())[primary]
+        elif not settings["x"]:
+            ticks = sorted(df[f"sweep.{primary}"].dropna().unique())
+            assert [t.get_text() for t in ax.get_xticklabels()] == [f"{v:g}" for v in ticks]
     for name, fig in figs.items():
-        ax = fig.axes[0]
-        labels = " ".join(label for a in fig.axes for label in a.get_legend_handles_labels()[1])
-        assert "failed" in labels and "diverged" in labels, (name, labels)  # marked on every figure
-        if name.startswith("geometry_"):
-            continue  # one panel per geometry, drawn from the jobs' own tables
-        if name.startswith("risk_curves"):
-            assert ax.get_yscale() == "log" and ax.get_ylim()[1] < 1e29  # the diverged curve is outside the scale
-            continue
-        note = "1 seed" if n_seeds == 1 else f"mean over {n_seeds} seeds"
-        assert note in ax.get_title(), (name, ax.get_title())
-        metric = next(m for m in report_metrics(sweep) if name.startswith((f"heatmap_{m}_", f"{m}_vs_")))
-        spans = spans_decades(df[df["status"] == "max_steps"][metric].astype(float), 2)
-        if name.startswith("heatmap_"):
-            assert len(fig.axes) == 2 and fig.axes[1].get_ylabel()  # a colourbar with its label
-            assert type(ax.images[0].norm).__name__ == ("LogNorm" if spans else "Normalize"), name
-            assert ax.images[0].norm.vmax < 1e29  # the diverged job's 1e30 is not on the scale
-        else:
-            assert ax.get_yscale() == ("log" if spans else "linear"), name
-            assert ax.get_ylim()[1] < 1e29 and ax.get_ylabel()
-        if experiment in CATEGORICAL:
-            key, order = CATEGORICAL[experiment]
-            if name.endswith(f"_vs_{key}"):
-                assert [t.get_text() for t in ax.get_xticklabels()] == order and ax.get_xlabel() == key
-    import matplotlib.pyplot as plt
+        texts = " ".join(t for a in fig.axes for t in a.get_legend_handles_labels()[1])
+        texts += " ".join(t.get_text() for lg in fig.legends for t in lg.get_texts())
+        assert "failed" in texts and "diverged" in texts, (name, texts)  # marked on every page
+    heat = figs.get("heatmaps")
+    if heat is not None:
+        bars = [a for a in heat.axes if a.get_ylabel() and not a.get_xlabel()]  # the colourbars, labelled
+        assert len(bars) == len(settings["metrics"])
+        for ax in heat.axes:
+            if ax.images:
+                assert ax.images[0].norm.vmax < 1e29
+    ax = figs["risk_curves"].axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylim()[1] < 1e29 and ax.get_xlabel() == LABELS["flow_time"]
 
-    plt.close("all")
+
+def test_a_metric_nobody_computed_gets_a_warning_not_a_panel(tmp_path):
+    sweep = fake_sweep(tmp_path, "pl_phase_diagram")
+    df, keys = collect(sweep), swept_keys(sweep)
+    df["depth_w2_uniform"] = None  # a layered network: no depths measured
+    figs, warnings = build_figures(df, keys, ["log10_risk_ratio", "depth_w2_uniform"], lambda *a: None)
+    assert warnings == ["depth_w2_uniform: computed in no finished run, not drawn"]
+    assert len([a for a in figs["metrics"].axes if a.get_visible()]) == 1
 
 
 def test_experiments_name_their_metrics(tmp_path):

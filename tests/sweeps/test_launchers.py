@@ -6,7 +6,7 @@ def test_each_submitit_warning_is_shown_once(capfd):
     """A cluster without accounting fails sacct at every poll; submitit logs it on stdout, stderr and the root."""
     import submitit.core.logger  # noqa: F401  (configures submitit's handlers, as the launcher does)
 
-    from cotresnet.train import submitit_warnings_once
+    from cotresnet.sweeps.launchers import submitit_warnings_once
 
     lg = logging.getLogger("submitit")
     before = (lg.propagate, list(lg.filters), {h: list(h.filters) for h in lg.handlers})

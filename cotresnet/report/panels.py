@@ -1,0 +1,210 @@
+"""The sweep report's panels: one metric against a swept key (with the theory's references beside it) or over
+the grid of two keys, and the swept keys as axes. The pages that hold them are figures.py's."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+import pandas as pd
+
+from ..rundir.contract import FINISHED
+from .style import MARKERS, MARKS, label, log_axis, palette, small_numbers, spans_decades
+
+
+class KeyAxis(NamedTuple):
+    """A swept key as an axis: its values in table order, their plot positions, numeric or categorical."""
+
+    key: str
+    values: list
+    positions: dict
+    numeric: bool
+    log: bool
+
+    def apply(self, ax, which: str = "x") -> None:
+        from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+
+        axis = ax.xaxis if which == "x" else ax.yaxis
+        if self.log:
+            (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+        ticks = [self.positions[v] for v in self.values]
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FixedFormatter([f"{v:g}" if self.numeric else str(v) for v in self.values]))
+        axis.set_minor_locator(NullLocator())
+        (ax.set_xlabel if which == "x" else ax.set_ylabel)(label(self.key))
+        if self.numeric and len(ticks) > 1:
+            lo, hi = min(ticks), max(ticks)
+            pad = (hi / lo) ** 0.06 if self.log else 0.06 * (hi - lo)
+            (ax.set_xlim if which == "x" else ax.set_ylim)(*((lo / pad, hi * pad) if self.log else (lo - pad, hi + pad)))
+        elif not self.numeric:
+            (ax.set_xlim if which == "x" else ax.set_ylim)(-0.5, len(ticks) - 0.5)
+
+
+def key_axis(df: pd.DataFrame, key: str) -> KeyAxis:
+    values = list(dict.fromkeys(df[f"sweep.{key}"].dropna().tolist()))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if numeric:
+        values = sorted(values)
+        return KeyAxis(key, values, {v: v for v in values}, True, spans_decades(values, 1))
+    return KeyAxis(key, values, {v: i for i, v in enumerate(values)}, False, False)
+
+
+def _values(df: pd.DataFrame, metric: str) -> pd.Series:
+    return pd.to_numeric(df[metric], errors="coerce") if metric in df else pd.Series(np.nan, index=df.index)
+
+
+def computed(df: pd.DataFrame, metric: str) -> bool:
+    """Whether any finished run has a finite value of the metric."""
+    ok = df[df["status"].isin(FINISHED)]
+    return bool(np.isfinite(_values(ok, metric)).any())
+
+
+def _mark_unfinished(ax, bad: pd.DataFrame, xaxis: KeyAxis, yaxis: Optional[KeyAxis] = None) -> None:
+    """Unfinished runs at their x (and y, on heatmaps) position; on line panels in a row along the floor."""
+    import matplotlib.transforms as mtransforms
+
+    for row, (status, group) in enumerate(bad.groupby("status")):
+        marker, colour, name = MARKS.get(status, ("o", "0.55", status))
+        placed = group[f"sweep.{xaxis.key}"].isin(list(xaxis.positions))
+        if yaxis is not None:
+            placed &= group[f"sweep.{yaxis.key}"].isin(list(yaxis.positions))
+        group = group[placed]
+        xs = [xaxis.positions[v] for v in group[f"sweep.{xaxis.key}"]]
+        if yaxis is None:
+            trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+            ys, kw = [0.04 + 0.06 * row] * len(xs), {"transform": trans, "clip_on": False}
+        else:
+            ys, kw = [yaxis.positions[v] for v in group[f"sweep.{yaxis.key}"]], {}
+        text = f"{name} ({len(group) + int((~placed).sum())} runs)"
+        ax.scatter(xs, ys, marker=marker, s=40, color=colour, zorder=5, label=text,
+                   edgecolors="white" if marker != "X" else None, linewidths=0.5, **kw)
+
+
+def _split(df: pd.DataFrame, metric: str):
+    ok = df[df["status"].isin(FINISHED)].copy()
+    ok["value"] = _values(ok, metric)
+    return ok, df[~df["status"].isin(FINISHED)]
+
+
+def _fit_slope(ax, ok: pd.DataFrame, xa: KeyAxis, groups, colours) -> None:
+    """A power law through the finished runs with one slope and an intercept per line (log-log least squares),
+    each line's fit dashed in its colour, the slope's 95 % t-interval in the legend."""
+    from scipy import stats
+
+    sub = ok[(ok["value"] > 0) & np.isfinite(ok["value"])]
+    x = np.log(sub[f"sweep.{xa.key}"].astype(float).to_numpy())
+    member = [sub.index.isin(g.index) for _, g in groups]
+    used = [i for i, m in enumerate(member) if len(np.unique(x[m])) >= 2]
+    dof = len(sub) - 1 - len(used)
+    if not used or dof < 1 or len(np.unique(x)) < 3:
+        return
+    rows = np.concatenate([np.flatnonzero(member[i]) for i in used])
+    X = np.column_stack([x[rows]] + [member[i][rows].astype(float) for i in used])
+    y = np.log(sub["value"].to_numpy()[rows])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    cov = resid @ resid / dof * np.linalg.pinv(X.T @ X)
+    half = stats.t.ppf(0.975, dof) * math.sqrt(max(cov[0, 0], 0.0))
+    for j, i in enumerate(used):
+        xs = np.exp(np.linspace(x[member[i]].min(), x[member[i]].max(), 20))
+        ax.plot(xs, np.exp(coef[1 + j]) * xs ** coef[0], "--", color=colours[i], lw=0.8, alpha=0.9)
+    ax.plot([], [], "--", color="0.3", lw=0.8,
+            label=f"power-law fit: slope {coef[0]:.2f} [{coef[0] - half:.2f}, {coef[0] + half:.2f}] (95 %)")
+
+
+def _references(ax, ok: pd.DataFrame, xa: KeyAxis, groups, colours, metric: str) -> None:
+    """What the theory says beside the measured metric (module doc)."""
+    ref = {"min_pl_ratio": ("c0", "certified rate c₀ (G/ℒ ≥ c₀)"),
+           "log10_risk_ratio": ("guaranteed_factor", "certified: log₁₀ exp(−c₀t)")}.get(metric)
+    if ref is not None and ref[0] in ok:
+        col, text = ref
+        values = pd.to_numeric(ok[col], errors="coerce")
+        values = np.log10(values.where(values > 0)) if metric == "log10_risk_ratio" else values
+        for i, (_, g) in enumerate(groups):
+            v = values.loc[g.index].groupby(g[f"sweep.{xa.key}"]).mean().dropna()
+            if len(v):
+                ax.plot([xa.positions[x] for x in v.index], v, ls=":" if xa.numeric else "none", marker="_", ms=9,
+                        color=colours[i], lw=1, label=text if i == 0 else None)
+    if metric == "log10_risk_ratio" and "cfg.trainer.converge_ratio" in ok and (ok["status"] == "converged").any():
+        ax.axhline(math.log10(float(ok["cfg.trainer.converge_ratio"].iloc[0])), color="tab:green", lw=0.7, ls="-.",
+                   label="converged: the run stopped here")
+    if metric == "path_over_radius":
+        ax.axhline(1.0, color="tab:red", lw=0.8, ls=":", label="certified radius R₀")
+    if metric.startswith("lambda_min_feature") and xa.key == "model.M/data.n_train":
+        ax.axvline(1.0, color="0.4", lw=0.8, ls=":", label="M = N: below it rank K_l ≤ M < N, so λ_min = 0")
+    if xa.numeric and xa.log and ax.get_yscale() == "log":
+        _fit_slope(ax, ok, xa, groups, colours)
+
+
+def metric_panel(ax, df: pd.DataFrame, xa: KeyAxis, group: Optional[KeyAxis], metric: str, seeds: int) -> None:
+    """`metric` against one key, a line per value of another: means (markers, ± sd when seeds > 1), every run a
+    faint dot (converged ones starred), exact zeros on the floor, the theory's references."""
+    ok, bad = _split(df, metric)
+    groups = [(v, ok[ok[f"sweep.{group.key}"] == v]) for v in group.values] if group else [(None, ok)]
+    colours = palette(len(groups))
+    finite = ok["value"][np.isfinite(ok["value"])]
+    # a ratio to its limit (path / R₀ against 1) is read on a log axis; else one when values span two decades
+    log = (finite >= 0).all() and (spans_decades(finite[finite > 0], 2) or (metric == "path_over_radius" and
+                                                                           (finite > 0).any()))
+    for i, (value, g) in enumerate(groups):
+        g = g[np.isfinite(g["value"])]
+        shown = g[g["value"] > 0] if log else g
+        stats = shown.groupby(f"sweep.{xa.key}")["value"].agg(["mean", "std"])
+        stats = stats.reindex([v for v in xa.values if v in stats.index])
+        x = [xa.positions[v] for v in stats.index]
+        text = None if group is None else f"{label(group.key)} = {value}"
+        ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0) if seeds > 1 else None,
+                    marker=MARKERS[i % len(MARKERS)], ls="-" if xa.numeric else "none", color=colours[i], capsize=2,
+                    ms=4, lw=1.0, label=text)
+        for status, m, size in (("max_steps", "o", 8), ("converged", "*", 30)):
+            runs = shown[shown["status"] == status]
+            ax.scatter([xa.positions[v] for v in runs[f"sweep.{xa.key}"]], runs["value"], marker=m, s=size,
+                       color=colours[i], alpha=0.45, lw=0, zorder=2)
+    if log:
+        log_axis(ax)
+        zeros = ok[ok["value"] == 0]
+        if len(zeros):
+            import matplotlib.transforms as mtransforms
+
+            trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+            ax.scatter([xa.positions[v] for v in zeros[f"sweep.{xa.key}"]], [0.0] * len(zeros), marker="v",
+                       color="0.3", s=25, transform=trans, clip_on=False, zorder=4,
+                       label=f"exactly 0 ({len(zeros)} runs): below the log axis")
+    if (ok["status"] == "converged").any():
+        ax.scatter([], [], marker="*", s=30, color="0.4", label="a converged run")
+    _references(ax, ok, xa, groups, colours, metric)
+    xa.apply(ax, "x")
+    _mark_unfinished(ax, bad, xa)
+    ax.set_ylabel(label(metric))
+    if not log and len(finite) and not (1e-2 <= finite.abs().max() < 1e4):
+        small_numbers(ax, finite)
+
+
+def heatmap_panel(fig, ax, df: pd.DataFrame, ya: KeyAxis, xa: KeyAxis, metric: str) -> None:
+    """Mean of `metric` over finished seeds per (ya, xa) cell (its value written in; * where every seed
+    converged); unfinished runs marked in their cell."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    ok, bad = _split(df, metric)
+    cells = ok.groupby([f"sweep.{ya.key}", f"sweep.{xa.key}"])
+    table, converged = cells["value"].mean().unstack(), cells["status"].agg(lambda s: (s == "converged").all()).unstack()
+    grid = np.full((len(ya.values), len(xa.values)), np.nan)
+    star = np.zeros_like(grid, dtype=bool)
+    for i, a in enumerate(ya.values):
+        for j, b in enumerate(xa.values):
+            if a in table.index and b in table.columns:
+                grid[i, j], star[i, j] = table.loc[a, b], bool(converged.loc[a, b])
+    finite = grid[np.isfinite(grid)]
+    norm = LogNorm(finite.min(), finite.max()) if spans_decades(finite, 2) else \
+        Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
+    im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis", norm=norm)
+    cell = lambda axis: KeyAxis(axis.key, axis.values, {v: i for i, v in enumerate(axis.values)}, False, False)  # noqa: E731
+    cx, cy = cell(xa), cell(ya)
+    cx.apply(ax, "x"), cy.apply(ax, "y")
+    for (i, j), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            bright = norm(v) > 0.6
+            ax.text(j, i, f"{v:.3g}" + ("*" if star[i, j] else ""), ha="center", va="center", fontsize=6.5,
+                    color="k" if bright else "w")
+    _mark_unfinished(ax, bad, cx, cy)
+    fig.colorbar(im, ax=ax, label=label(metric), fraction=0.05, pad=0.03)
