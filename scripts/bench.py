@@ -19,6 +19,8 @@ Rows:
                        both through the framework's Lightning step (R = 4, 16); throughput ratio, higher is better
   sweep_vectorized     a 16-seed sweep end to end (start-up, diagnostics, logging, files): sequential jobs /
                        one vectorized job (wall time ratio, higher is better)
+  startup_vs_import    a small job end to end (debug=fast: 5 steps, no diagnostics) / importing torch,
+                       lightning and hydra in a fresh interpreter (wall time ratio, lower is better)
 """
 from __future__ import annotations
 
@@ -172,18 +174,30 @@ def peak_step_memory(net, ds, device) -> int:
 
 
 def time_sweep(vectorized: bool, seeds: int = 16, steps: int = 200) -> float:
+    args = ["-m", "cotresnet.train", "-m", f"seed={','.join(map(str, range(seeds)))}", "model.L=8", "model.M=32",
+            f"trainer.max_steps={steps}", "trainer.converge_ratio=0", "callbacks.kernel_every=100",
+            "callbacks.ot_every=100", "hydra.sweep.dir=s"]
+    return time_command(args + ["sweep.vectorize=[seed]"] * vectorized)
+
+
+def time_command(args) -> float:
+    """Wall time of a fresh interpreter running `args` (python's own arguments), in a scratch directory."""
     import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = [sys.executable, "-m", "cotresnet.train", "-m", f"seed={','.join(map(str, range(seeds)))}",
-                "model.L=8", "model.M=32", f"trainer.max_steps={steps}", "trainer.converge_ratio=0",
-                "callbacks.kernel_every=100", "callbacks.ot_every=100", f"hydra.sweep.dir={tmp}/s"]
-        if vectorized:
-            args.append("sweep.vectorize=[seed]")
         t0 = time.perf_counter()
-        subprocess.run(args, check=True, capture_output=True, cwd=tmp)
+        subprocess.run([sys.executable, *args], check=True, capture_output=True, cwd=tmp)
         return time.perf_counter() - t0
+
+
+def startup_rows(row, args) -> None:
+    """What a job costs beyond the imports every job pays: a debug=fast job against the bare imports."""
+    job = ["-m", "cotresnet.train", "debug=fast", "hydra.run.dir=run"]
+    imports = ["-c", "import torch, lightning, hydra"]
+    t_job, t_import = interleaved_best([lambda: time_command(job), lambda: time_command(imports)],
+                                       2 if args.quick else 5)
+    row("startup_vs_import", "debug=fast", t_job, t_import, unit="s")
 
 
 def interleaved_best(fns, repeats):
@@ -311,6 +325,8 @@ def main(argv=None):
     size_rows(row, args, device, n)
     diagnostics_rows(row, args, device)
     replica_and_integrator_rows(row, args, device, n)
+    if not args.gpu:
+        startup_rows(row, args)
     args.json.write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
     print(f"wrote {args.json}")
 

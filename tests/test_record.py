@@ -63,7 +63,27 @@ def test_divergence_at_step_0_and_convergence_are_recorded():
     rec = FlowRecord(converge_ratio=0.5)
     rec.step(0, 1.0, 1.0, 0.1, 0.0)
     rec.step(1, 0.4, 1.0, 0.1, 0.0)
-    assert rec.status_of(0) == "converged" and rec.steps(0) == 2
+    assert rec.status_of(0) == "converged" and rec.steps(0) == 1
+
+
+def test_a_converged_flow_keeps_the_particles_that_meet_its_rule():
+    """Converging at step k keeps theta_k (the step is not taken: the next one could overshoot the rule): the
+    totals stop at t_k, and a reopened flow counts its own steps on from k while the job stepped on."""
+    rec = FlowRecord(converge_ratio=[0.5, 0.5], members=2)
+    rec.step(0, [1.0, 1.0], [2.0, 2.0], 0.1, [0.3, 0.3])
+    assert rec.step(1, [0.4, 0.8], [1.2, 1.6], 0.1, [0.7, 0.7]).all()
+    assert rec.status_of(0) == "converged" and rec.steps(0) == 1 and rec.running.tolist() == [False, True]
+    assert rec.path_length.tolist() == [0.3, 1.0]
+    assert rec.fidelity_integral == pytest.approx([0.2, 0.2 + 0.1 * 1.6 / 0.8])
+    final = rec.final(0, rec.steps(0), 0.4, 1.2, 0.1)
+    assert final["step"] == 1 and final["path_length"] == 0.3 and final["risk_predicted"] == pytest.approx(math.exp(-0.2))
+    rec.step(2, [0.4, 0.6], [1.2, 1.0], 0.1, [0.0, 0.1])
+    rec.reopen([0.1, 0.1])
+    assert rec.offset.tolist() == [2, 0] and rec.running.all()
+    rec.step(3, [0.3, 0.2], [1.0, 1.0], 0.1, [0.2, 0.2])
+    assert rec.step_row(0)["step"] == 1 and rec.step_row(0)["flow_time"] == pytest.approx(0.1)
+    rec.finish(5)
+    assert rec.steps(0) == 3 and rec.steps(1) == 5
 
 
 def test_certificate_is_set_once_and_its_region_is_checked():

@@ -194,15 +194,15 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
 
 def versions() -> dict:
     import platform
+    from importlib.metadata import version
 
     import hydra
     import lightning
-    import torchdiffeq
 
     from .. import __version__
 
     return {"cotresnet": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
-            "torchdiffeq": torchdiffeq.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
+            "torchdiffeq": version("torchdiffeq"), "hydra": hydra.__version__, "python": platform.python_version()}
 
 
 def _finish(m, r: int, module, diag, t0: float, n_threads: int) -> dict:

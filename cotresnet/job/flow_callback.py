@@ -118,9 +118,10 @@ class FlowDiagnostics(pl.Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         rec, step = self.record, trainer.global_step
         risk, G, lengths, depth = self._stats(pl_module)
-        took = rec.step(step, risk, G, self._taus(pl_module), lengths, depth)
-        if not took.all():
-            pl_module.zero_member_grads(~took)  # stopped members: this step leaves their particles as they are
+        rec.step(step, risk, G, self._taus(pl_module), lengths, depth)
+        moving = rec.running
+        if not moving.all():
+            pl_module.zero_member_grads(~moving)  # stopped members: this step leaves their particles as they are
         diverged = np.flatnonzero(rec.diverged_at == step).tolist()
         if diverged and self.cadence.fail_on_divergence:
             r = diverged[0]
@@ -130,8 +131,10 @@ class FlowDiagnostics(pl.Callback):
         if depth is not None and float(depth.max()) > 1.0:
             self._event(0, f"step {step}: a depth step of {float(depth[0]):.3g} exceeds the depth interval [0, 1] "
                            "(lower optim.depth_weight or optim.dt)")
-        if step % self.cadence.log_every == 0 and bool(took.any()):
-            self._log_rows(pl_module, [r for r in range(rec.R) if took[r]], step)
+        # a member that stopped here gets its row from final_rows, with every diagnostic
+        logged = moving & ((step - rec.offset) % self.cadence.log_every == 0)
+        if logged.any():
+            self._log_rows(pl_module, np.flatnonzero(logged).tolist(), step)
         if rec.done:
             trainer.should_stop = True
 

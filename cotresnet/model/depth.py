@@ -19,7 +19,6 @@ from typing import Dict, Tuple
 
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
 
 from .activations import activation
 from .spec import NetworkSpec, SpecDims, check_shapes
@@ -144,6 +143,8 @@ class DepthMobileResNet(SpecDims, nn.Module):
     def flow(self, X0: Tensor) -> Tensor:
         """X(1) from X(0): (N, d) -> (N, d)."""
         sp = self.spec
+        from torchdiffeq import odeint, odeint_adjoint  # it imports scipy (0.4 s): Euler jobs never pay
+
         solve = odeint_adjoint if sp.adjoint else odeint
         extra = {"adjoint_params": tuple(self.parameters())} if sp.adjoint else {}
         t = torch.tensor([0.0, 1.0], dtype=X0.dtype, device=X0.device)

@@ -15,7 +15,6 @@ from typing import Dict
 
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
 
 from .activations import activation
 from .euler import euler_flow, layer_preactivation
@@ -102,6 +101,8 @@ class MeanFieldResNet(SpecDims, nn.Module):
         if s.euler:
             return torch.stack(euler_flow(X0, self.u, self.w, self.b, s.activation, s.backprop))
         bnd = self.boundaries(X0.dtype, X0.device)
+        from torchdiffeq import odeint, odeint_adjoint  # it imports scipy (0.4 s): Euler jobs never pay
+
         solve = odeint_adjoint if s.adjoint else odeint
         extra = {"adjoint_params": tuple(self.parameters())} if s.adjoint else {}
         if s.integrator == "dopri5":

@@ -8,7 +8,9 @@ certificate, its feature eigenvalues, its initial particles, its events) is kept
 
 Step k describes the particles theta_k before the k-th update. A member's status: running until a stop:
 converged (risk <= converge_ratio * risk0), diverged (non-finite risk, gradient or step), interrupted (a
-signal), max_steps (the step budget ran out), failed (an exception).
+signal), max_steps (the step budget ran out), failed (an exception). A member that converges or diverges at
+step k keeps theta_k: the rule holds for the particles it reports. A member's own step count lags the job's
+by `offset` once it was reopened (it waited, stopped, while the job stepped on).
 """
 from __future__ import annotations
 
@@ -65,6 +67,8 @@ class FlowRecord:
         self.status = np.full(R, RUNNING, dtype=np.int64)
         self.stopped_at = np.full(R, -1, dtype=np.int64)
         self.diverged_at = np.full(R, -1, dtype=np.int64)
+        self.offset = np.zeros(R, dtype=np.int64)
+        self.job_steps = 0  # steps the job has taken (a reopened member resumes its own count from here)
         self.last = {k: np.full(R, math.nan) for k in STEP_VALUES}  # every member's last finite step
         self.members = [Member() for _ in range(R)]
 
@@ -88,22 +92,27 @@ class FlowRecord:
         """Record step k for every running member: (risk, G) of theta_k, tau the step's flow time, step_length
         an upper bound of its length in the flow's metric, depth_step its depth part (depth-mobile particles);
         each a number, a sequence or an (R,) array. Returns the (R,) mask of the members that take this step
-        (running and finite); a running member with a non-finite value diverges here."""
+        (running and finite: a row of theta_k); a running member with a non-finite value diverges here, one
+        whose risk meets its rule converges here, and neither moves (`moving`)."""
         R = self.R
         risk, G, tau, length = (_members(v, R) for v in (risk, G, tau, step_length))
         depth = _members(0.0 if depth_step is None else depth_step, R)
+        self.job_steps = step + 1
+        own = step - self.offset
         running = self.running
         if running.all() and np.isfinite(risk).all() and np.isfinite(G).all() and np.isfinite(length).all() \
                 and np.isfinite(depth).all() and (risk > 0).all() and not np.isnan(self.risk0).any():
-            return self._step_all(step, risk, G, tau, length, depth)
+            return self._step_all(own, risk, G, tau, length, depth)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             finite = np.isfinite(risk) & np.isfinite(G) & np.isfinite(length) & np.isfinite(depth)
             self.status[running & ~finite] = DIVERGED
-            self.diverged_at[running & ~finite] = step
+            self.diverged_at[running & ~finite] = own[running & ~finite]
             ok = running & finite
             self.risk0 = np.where(ok & np.isnan(self.risk0), risk, self.risk0)
             ratio = np.where(risk > 0, G / risk, math.inf)
-            values = {"step": np.full(R, float(step)), "flow_time": step * tau, "risk_train": risk, "grad_norm2": G,
+            converged = ok & (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
+            moves = ok & ~converged
+            values = {"step": own.astype(np.float64), "flow_time": own * tau, "risk_train": risk, "grad_norm2": G,
                       "pl_ratio": np.where(risk > 0, G / risk, math.nan), "path_length": self.path_length,
                       "risk_predicted": self.risk0 * np.exp(-self.fidelity_integral),
                       "depth_path_length": self.depth_path_length if self.depth_path_length is not None
@@ -111,33 +120,34 @@ class FlowRecord:
             for k, v in values.items():
                 self.last[k] = np.where(ok, v, self.last[k])
             self.min_pl_ratio = np.where(ok, np.minimum(self.min_pl_ratio, ratio), self.min_pl_ratio)
-            self.fidelity_integral = self.fidelity_integral + np.where(ok, tau * ratio, 0.0)
-            self.path_length = self.path_length + np.where(ok, length, 0.0)
+            self.fidelity_integral = self.fidelity_integral + np.where(moves, tau * ratio, 0.0)
+            self.path_length = self.path_length + np.where(moves, length, 0.0)
             if self.depth_path_length is not None:
-                self.depth_path_length = self.depth_path_length + np.where(ok, depth, 0.0)
-            converged = ok & (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
+                self.depth_path_length = self.depth_path_length + np.where(moves, depth, 0.0)
         self.status[converged] = CONVERGED
-        self.stopped_at[converged] = step + 1
+        self.stopped_at[converged] = own[converged]
         return ok
 
-    def _step_all(self, step: int, risk, G, tau, length, depth) -> np.ndarray:
+    def _step_all(self, own, risk, G, tau, length, depth) -> np.ndarray:
         """step() when every member runs and every value is finite (nearly every step): the same updates,
-        without the masks."""
+        without the masks unless a member converges."""
+        converged = (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
+        if converged.any():
+            length, depth = np.where(converged, 0.0, length), np.where(converged, 0.0, depth)
         ratio = G / risk
         last = self.last
-        last["step"][:], last["flow_time"], last["risk_train"], last["grad_norm2"] = step, step * tau, risk, G
+        last["step"][:], last["flow_time"], last["risk_train"], last["grad_norm2"] = own, own * tau, risk, G
         last["pl_ratio"], last["path_length"] = ratio, self.path_length
         last["risk_predicted"] = self.risk0 * np.exp(-self.fidelity_integral)
         if self.depth_path_length is not None:
             last["depth_path_length"] = self.depth_path_length
             self.depth_path_length = self.depth_path_length + depth
         np.minimum(self.min_pl_ratio, ratio, out=self.min_pl_ratio)
-        self.fidelity_integral = self.fidelity_integral + tau * ratio
+        self.fidelity_integral = self.fidelity_integral + np.where(converged, 0.0, tau * ratio)
         self.path_length = self.path_length + length
-        converged = (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
         if converged.any():
             self.status[converged] = CONVERGED
-            self.stopped_at[converged] = step + 1
+            self.stopped_at[converged] = own[converged]
         return np.ones(self.R, dtype=bool)
 
     def step_row(self, r: int) -> Dict[str, Optional[float]]:
@@ -187,6 +197,7 @@ class FlowRecord:
         risk = self.last["risk_train"]
         holds = (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
         reopen = (self.status == CONVERGED) & ~holds
+        self.offset[reopen] += self.job_steps - self.stopped_at[reopen]
         self.status[reopen], self.stopped_at[reopen] = RUNNING, -1
 
     def kernels(self, r: int, kd: KernelDiagnostics, n_train: int, activation: str,
@@ -222,7 +233,8 @@ class FlowRecord:
         """Training ended at `steps` steps taken: the step budget ran out (or a signal stopped it)."""
         running = self.running
         self.status[running] = INTERRUPTED if interrupted else MAX_STEPS
-        self.stopped_at[(self.stopped_at < 0) & (self.status != DIVERGED)] = steps
+        unset = (self.stopped_at < 0) & (self.status != DIVERGED)
+        self.stopped_at[unset] = steps - self.offset[unset]
 
     def steps(self, r: int) -> int:
         """Steps member r took: its particles are theta_steps (a diverged flow keeps those it diverged at)."""
@@ -245,9 +257,10 @@ class FlowRecord:
     def state_dict(self) -> dict:
         """The record as tensors and plain containers (a checkpoint loads with weights_only)."""
         arrays = ("converge_ratio", "risk0", "fidelity_integral", "path_length", "depth_path_length",
-                  "min_pl_ratio", "status", "stopped_at", "diverged_at")
+                  "min_pl_ratio", "status", "stopped_at", "diverged_at", "offset")
         tensor = lambda a: None if a is None else torch.from_numpy(a.copy())
-        return {**{k: tensor(getattr(self, k)) for k in arrays}, "last": {k: tensor(v) for k, v in self.last.items()},
+        return {**{k: tensor(getattr(self, k)) for k in arrays}, "job_steps": self.job_steps,
+                "last": {k: tensor(v) for k, v in self.last.items()},
                 "members": [{**asdict(m), "certificate": asdict(m.certificate) if m.certificate else None}
                             for m in self.members]}
 
@@ -255,6 +268,7 @@ class FlowRecord:
         state = dict(state)
         members = state.pop("members")
         array = lambda t: None if t is None else t.numpy().copy()
+        self.job_steps = state.pop("job_steps", 0)
         for k, v in state.items():
             setattr(self, k, {n: array(x) for n, x in v.items()} if k == "last" else array(v))
         self.members = [Member(**{**m, "certificate": Certificate(**m["certificate"]) if m["certificate"] else None})

@@ -68,12 +68,38 @@ def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None, formats
         threshold = threshold_report(sweep_dir, out, formats)
         written += threshold["figures"]
         warnings += threshold["warnings"]
+    _remove_stale_pages(out, written)
+    warnings += _grown_risk_warnings(df)
     result = {"table": df, "swept": keys, "figures": written, "line": count_statuses(sweep_dir), "out": out,
               "threshold": threshold, "warnings": warnings}
     from .html import write_report_html
 
     result["html"] = write_report_html(sweep_dir, result)
     return result
+
+
+# every page a report draws: one left from an earlier report that this one does not draw would pass for current
+PAGES = ("metrics", "heatmaps", "risk_curves", "geometry", "threshold_phase_diagram", "threshold_fractions")
+
+
+def _remove_stale_pages(out: Path, written: List[Path]) -> None:
+    kept = {Path(p).name for p in written}
+    for page in PAGES:
+        for f in out.glob(f"{page}.*"):
+            if f.suffix in (".png", ".pdf", ".svg") and f.name not in kept:
+                f.unlink()
+
+
+def _grown_risk_warnings(df) -> List[str]:
+    """Finished runs whose risk ended above where it began: blown up, though finite (not diverged)."""
+    if df.empty or "log10_risk_ratio" not in df:
+        return []
+    grown = df[df["status"].isin(RD.FINISHED) & (df["log10_risk_ratio"] > 0)]
+    if grown.empty:
+        return []
+    names = ", ".join(f"{job} (x{10 ** r:.3g})" for job, r in zip(grown["job"], grown["log10_risk_ratio"]))
+    return [f"{len(grown)} finished run(s) ended above their initial risk (blown up, yet finite: not "
+            f"diverged): {names}"]
 
 
 def main(argv=None) -> int:

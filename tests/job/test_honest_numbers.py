@@ -44,6 +44,26 @@ def test_a_relu_run_is_outside_the_theory_whatever_its_region_says(tmp_path):
     assert smooth["certificate"]["inside_theory"] is True and all(smooth["certificate"]["conditions"].values())
 
 
+def test_a_converged_run_reports_particles_that_meet_its_rule(tmp_path):
+    """Large steps overshoot: whatever the step after the rule held would do, a converged run's final row
+    and particles.pt are the particles whose risk met it, and each step has one row."""
+    from cotresnet.api import load_run
+
+    # experiment=scale_threshold near its threshold: seed 0's risk meets the rule at step 98, not at 99
+    summaries, _ = train(tmp_path, "model.L=2", "model.M=32", "data.n_train=32", "data.n_test=16", "optim.dt=3.0",
+                         "callbacks=none", "trainer.converge_ratio=1e-3", "trainer.max_steps=400",
+                         "trainer.log_every=50", "init.scale_u=6.160575079", "sweep.replicas=['seed=0','seed=1','seed=2']")
+    assert summaries[0]["status"] == "converged"
+    for s in summaries:
+        rows = pd.read_csv(f"{s['run_dir']}/metrics.csv")
+        assert rows["step"].is_unique and rows["step"].iloc[-1] == s["steps"] == s["final"]["step"]
+        run = load_run(s["run_dir"])
+        x, y = run.data.x_train, run.data.y_train
+        assert float(run.final.risk(x, y).detach()) == pytest.approx(s["final"]["risk_train"], rel=1e-5)
+        if s["status"] == "converged":
+            assert s["final"]["risk_train"] <= 1e-3 * s["risk_init"]
+
+
 def test_each_replica_ends_with_its_own_final_row(tmp_path):
     """A replica that converges before the others stops at its own step: its last row is its final particles'
     row at that step (the report reads a finished run whose last row is not as corrupt)."""

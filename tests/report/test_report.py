@@ -76,6 +76,23 @@ def test_a_metric_nobody_computed_gets_a_warning_not_a_panel(tmp_path):
     assert len([a for a in figs["metrics"].axes if a.get_visible()]) == 1
 
 
+def test_a_report_warns_of_grown_risk_and_leaves_no_stale_page(tmp_path):
+    """A finished run whose risk ended above its start is named (finite, so not diverged); a page an earlier
+    report drew and this one does not is removed, whatever its format."""
+    sweep = fake_sweep(tmp_path, "activation")
+    job = sorted(p for p in sweep.iterdir() if p.name.startswith("3_"))[0]
+    summary = RD.read_summary(job)
+    summary["final"]["risk_train"] = 5e4
+    RD.write_summary(job, summary)
+    out = sweep / RD.REPORT
+    out.mkdir()
+    (out / "threshold_fractions.pdf").write_bytes(b"%PDF old")
+    r = report(sweep)
+    assert not (out / "threshold_fractions.pdf").exists() and (out / "metrics.png").is_file()
+    grown = [w for w in r["warnings"] if "above their initial risk" in w]
+    assert len(grown) == 1 and job.name in grown[0] and "x5e+04" in grown[0]
+
+
 def test_experiments_name_their_metrics(tmp_path):
     assert "lambda_min_feature_init" in report_metrics(fake_sweep(tmp_path, "kernel_vs_width"))
 
