@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..rundir.contract import FINISHED
 from ..rundir.contract import METRICS as METRICS_FILE
-from .panels import KeyAxis, computed, heatmap_panel, key_axis, metric_panel
+from .panels import COMBINED, KeyAxis, combine_keys, computed, group_text, heatmap_panel, key_axis, metric_panel
 from .style import DOUBLE, MARKS, SINGLE, label, log_axis, palette, save_figure, subplots
 
 
@@ -72,6 +72,9 @@ def risk_curves(df: pd.DataFrame, key: KeyAxis, read):
         if curve is None or curve.empty:
             continue
         ax.plot(curve["flow_time"], curve["risk_train"], color=colour[r[f"sweep.{key.key}"]], alpha=0.75, lw=0.9)
+        if r["status"] == "converged":  # the curve ends because the run met its rule, not for want of steps
+            ax.plot(curve["flow_time"].iloc[-1:], curve["risk_train"].iloc[-1:], "*", ms=7, mec="0.15", mew=0.4,
+                    color=colour[r[f"sweep.{key.key}"]], zorder=5)
         positive = curve["risk_train"][curve["risk_train"] > 0]
         lo.append(positive.min()), hi.append(positive.max())
         t_end = max(t_end, float(curve["flow_time"].max()))
@@ -83,7 +86,9 @@ def risk_curves(df: pd.DataFrame, key: KeyAxis, read):
             t = np.linspace(0.0, t_end, 60)
             ax.plot(t, r0 * np.exp(-c0 * t), "--", color=colour[v], lw=0.9)
             certified = True
-        ax.plot([], [], color=colour[v], label=f"{label(key.key)} = {v}")
+        ax.plot([], [], color=colour[v], label=f"{label(key.key)} = {v:.4g}" if key.numeric else f"{label(key.key)} = {v}")
+    if (ok["status"] == "converged").any():
+        ax.plot([], [], "*", ms=7, mec="0.15", mew=0.4, color="0.6", ls="none", label="converged: the run stopped")
     if certified:
         ax.plot([], [], "--", color="0.3", lw=0.9, label="certified: ℒ(0)·exp(−c₀t), mean c₀ of the colour")
     log_axis(ax)
@@ -122,12 +127,15 @@ def _finish_panels(fig, axes, rows: int, shared: set, wspace: float = 0.32, righ
                       borderaxespad=0.0)
     height = fig.get_figheight()
     below = max((len(ax.get_legend().get_texts()) for ax in axes if ax.get_legend()), default=0)
+    ncol = min(len(handles), 4 if max((len(t) for _, t in handles), default=0) < 28 else 2)
     if handles:
         fig.legend(*zip(*handles), loc="upper center", bbox_to_anchor=(0.55, 1 - 0.22 / height), fontsize=6.5,
-                   ncol=min(len(handles), 4), columnspacing=1.2, handletextpad=0.4)
+                   ncol=ncol, columnspacing=1.2, handletextpad=0.4)
     rows_in = height / rows  # inches per row of panels; the legends under them need room
+    legend_rows = math.ceil(len(handles) / max(ncol, 1))
     fig.subplots_adjust(left=0.09, right=right, wspace=wspace, hspace=(0.8 + 0.16 * below) / (rows_in - 1.2),
-                        bottom=(0.6 + 0.16 * below) / height, top=1 - (0.75 if handles else 0.55) / height)
+                        bottom=(0.6 + 0.16 * below) / height,
+                        top=1 - (0.6 + 0.15 * legend_rows if handles else 0.55) / height)
 
 
 def derived_axis(df: pd.DataFrame, x: Optional[str]) -> Tuple[pd.DataFrame, Optional[str]]:
@@ -158,12 +166,14 @@ def build_figures(df: pd.DataFrame, keys: List[str], metrics: List[str], read,
     figs = {}
     if keys and metrics:
         primary = max(keys, key=lambda k: (axes[k].numeric, len(axes[k].values))) if not derived else derived
-        other = next((axes[k] for k in keys if k != primary), None)
+        rest = [k for k in keys if k != primary]
+        lines = df if len(rest) < 2 else combine_keys(df, rest)  # a line per combination: none pooled
+        other = key_axis(lines, COMBINED) if len(rest) > 1 else next((axes[k] for k in rest), None)
         fig, panels = _grid(len(metrics))
         for ax, m in zip(panels, metrics):
-            metric_panel(ax, df, axes[primary], other, m, seeds)
+            metric_panel(ax, lines, axes[primary], other, m, seeds)
         fig.suptitle(f"{len(df)} runs, {_seed_note(seeds)} per point", fontsize=8, x=0.01, ha="left")
-        shared = {f"{label(other.key)} = {v}" for v in other.values} if other else set()
+        shared = {group_text(other.key, v) for v in other.values} if other else set()
         shared |= {"a converged run"} | {m[2] for m in MARKS.values()}
         _finish_panels(fig, panels, math.ceil(len(metrics) / (1 if len(metrics) == 1 else 2)), shared)
         figs["metrics"] = fig
@@ -172,7 +182,9 @@ def build_figures(df: pd.DataFrame, keys: List[str], metrics: List[str], read,
             for ax, m in zip(panels, metrics):
                 heatmap_panel(fig, ax, df, axes[keys[0]], axes[keys[1]], m)
                 ax.set_title(label(m))
-            fig.suptitle(f"{_seed_note(seeds)} per cell; * every seed converged", fontsize=8, x=0.01, ha="left")
+            pooled = f"; pooled over {', '.join(label(k) for k in keys[2:])}" if len(keys) > 2 else ""
+            fig.suptitle(f"{_seed_note(seeds)} per cell{pooled}; * every seed converged", fontsize=8, x=0.01,
+                         ha="left")
             _finish_panels(fig, panels, math.ceil(len(metrics) / (1 if len(metrics) == 1 else 2)),
                            {m[2] for m in MARKS.values()}, wspace=0.75, right=0.9)
             figs["heatmaps"] = fig

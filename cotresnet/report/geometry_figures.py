@@ -66,7 +66,7 @@ def _final_depths(ax, ok: pd.DataFrame, read) -> None:
     if shares:
         ax.bar(edges, np.mean(shares, axis=0), width=edges[1] - edges[0] if len(edges) > 1 else 1.0, align="edge",
                color="tab:blue", alpha=0.8, label="final depths (mean over runs)")
-        ax.axhline(1.0 / len(edges), color="k", ls=":", lw=0.9, label="uniform: the layers of a ResNet")
+        ax.axhline(1.0 / len(edges), color="k", ls=":", lw=0.9, label="uniform on [0, 1]")
     else:
         ax.text(0.5, 0.5, "no depth histograms", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("depth s")

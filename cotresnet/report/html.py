@@ -29,11 +29,25 @@ CAPTIONS = {
                                "intervals and the scaling fit.",
     "threshold_fractions": "The fraction of seeds that succeed at each evaluated value, with the logistic fit.",
 }
+# the swept keys' symbols in the table's header (the key itself shows on hover)
+SYMBOLS = {"model.M": "M", "model.L": "L", "model.d": "d", "init.scale_u": "s_u", "init.scale_w": "s_w",
+           "init.scale_b": "s_b", "data.n_train": "N", "optim.dt": "Δt", "optim.depth_weight": "κ",
+           "model.activation": "σ", "optim.geometry": "geometry", "data": "dataset", "seed": "seed",
+           "model.M/data.n_train": "M/N"}
+GLOSSARY = ("ℒ(t)/ℒ(0): final over initial training risk. min G/ℒ: the smallest P-Ł ratio along the flow. "
+            "λ_min(K(μ₀)): the tangent kernel's smallest eigenvalue at initialization. c₀ = λ_min/N: the "
+            "certified rate, G/ℒ ≥ c₀ while the flow stays within R₀; guaranteed e^(−c₀t): the risk ratio the "
+            "certificate proves, observed: the one measured. inside R₀: the path stayed within the certified "
+            "radius. theorem: whether the run meets the theorem's conditions (smooth activation, the full "
+            "kernel, a resolved eigenvalue, a step small enough to follow the flow); where not, the "
+            "certificate is a probe, not a proof. Run directories hold no figure: `cotresnet-plot RUN_DIR` "
+            "draws one.")
 # the table's columns: (title, column, format)
 COLUMNS = [("ℒ(t)/ℒ(0)", "log10_risk_ratio", "ratio"), ("test risk", "risk_test", "g"),
            ("min G/ℒ", "min_pl_ratio", "g"), ("λ_min(K(μ₀))", "lambda_min_tangent_init", "g"),
            ("c₀", "c0", "g"), ("guaranteed e^(−c₀t)", "guaranteed_factor", "g"),
            ("observed", "observed_factor", "g"), ("inside R₀", "inside_certified_region", "bool"),
+           ("theorem", "theorem", "text"),
            ("steps", "steps", "int"), ("wall (s)", "wall_time_s", "f1")]
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
@@ -43,7 +57,8 @@ figure{margin:14px 0 26px} figure img{max-width:100%;border:1px solid #eee} figc
 table{border-collapse:collapse;font-size:12.5px;width:100%} th,td{padding:3px 7px;border-bottom:1px solid #eee;
 text-align:right;white-space:nowrap} th{background:#f6f6f6;position:sticky;top:0} td.l,th.l{text-align:left}
 .converged{color:#1a7f37}.max_steps{color:#1f4e99}.diverged{color:#b3261e}.failed,.corrupt{color:#000;font-weight:bold}
-.incomplete,.interrupted{color:#777} pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12.5px}
+.incomplete,.interrupted{color:#777} .scroll{overflow-x:auto;max-height:80vh}
+pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12.5px}
 """
 
 
@@ -51,7 +66,9 @@ def _cell(value, kind: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if kind == "ratio":
-        return f"10^{value:.2f}"
+        return f"{10 ** value:.3g}"
+    if kind == "text":
+        return html.escape(str(value))
     if kind == "bool":
         return "yes" if value else "no"
     if kind == "int":
@@ -82,7 +99,8 @@ def _runs_table(df: pd.DataFrame, keys: List[str], page_dir: Path) -> str:
         return "<p>No runs.</p>"
     shown = [k for k in keys if f"sweep.{k}" in df]
     cols = [c for c in COLUMNS if c[1] in df]
-    head = ("<tr><th class=l>run</th><th class=l>status</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in shown)
+    head = ("<tr><th class=l>run</th><th class=l>status</th>"
+            + "".join(f'<th title="{html.escape(k)}">{html.escape(SYMBOLS.get(k, k))}</th>' for k in shown)
             + "".join(f"<th>{t}</th>" for t, _, _ in cols) + "</tr>")
     rows = []
     for r in df.itertuples(index=False):
@@ -90,11 +108,13 @@ def _runs_table(df: pd.DataFrame, keys: List[str], page_dir: Path) -> str:
         href = Path(os.path.relpath(rec["path"], page_dir.parent)).as_posix()  # the page moves with its sweep
         status = str(rec["status"])
         title = f' title="{html.escape(str(rec.get("error")))}"' if isinstance(rec.get("error"), str) else ""
-        rows.append(f'<tr><td class=l><a href="{html.escape(href)}/">{html.escape(str(rec["job"]))}</a></td>'
-                    f'<td class="l {status}"{title}>{status}</td>'
-                    + "".join(f"<td>{html.escape(str(rec.get(f'sweep.{k}')))}</td>" for k in shown)
+        job = str(rec["job"])  # the job's number (and replica): its swept values have their own columns
+        short = job.split("_", 1)[0] + ("/" + job.rsplit("/", 1)[1] if "/" in job else "")
+        rows.append(f'<tr><td class=l><a href="{html.escape(href)}/" title="{html.escape(job)}">{html.escape(short)}'
+                    f'</a></td><td class="l {status}"{title}>{status}</td>'
+                    + "".join(f"<td>{_cell(rec.get(f'sweep.{k}'), 'g')}</td>" for k in shown)
                     + "".join(f"<td>{_cell(rec.get(c), kind)}</td>" for _, c, kind in cols) + "</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f"<p class=meta>{GLOSSARY}</p><div class=scroll><table>{head}{''.join(rows)}</table></div>"
 
 
 def write_report_html(sweep_dir: Path, result: Dict[str, object]) -> Path:
@@ -111,6 +131,12 @@ def write_report_html(sweep_dir: Path, result: Dict[str, object]) -> Path:
             names = df[df["status"] == status]["job"].tolist()
             if names:
                 warnings.append(f"{len(names)} run(s) {status}: " + ", ".join(names[:8]) + (" …" if len(names) > 8 else ""))
+        if "theorem" in df:
+            outside = df["theorem"].dropna()
+            outside = outside[outside != "yes"]
+            if len(outside):
+                warnings.append(f"{len(outside)} of {len(df)} runs are outside the theorem's conditions (their "
+                                "certificate is a probe, not a proof): see the runs table's column 'theorem'")
     values = {k: [str(v) for v in dict.fromkeys(sorted(df[f"sweep.{k}"].dropna(), key=_order))] for k in keys
               if f"sweep.{k}" in df}
     swept = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(', '.join(v))}</li>" for k, v in values.items())

@@ -40,13 +40,39 @@ class KeyAxis(NamedTuple):
             (ax.set_xlim if which == "x" else ax.set_ylim)(-0.5, len(ticks) - 0.5)
 
 
+COMBINED = "+"  # the key of a column that combines several swept keys: its values say which
+
+
+def group_text(key: str, value) -> str:
+    """A line's legend text: `M = 32`, or a combination's own text."""
+    return str(value) if key == COMBINED else f"{label(key)} = {value}"
+
+
+def combine_keys(df: pd.DataFrame, keys) -> pd.DataFrame:
+    """df with a COMBINED column: one value per combination of `keys` (`geometry = cot, κ = 10`)."""
+    df = df.copy()
+    df[f"sweep.{COMBINED}"] = [", ".join(f"{label(k)} = {v:g}" if isinstance(v, float) else f"{label(k)} = {v}"
+                                         for k, v in zip(keys, row))
+                               for row in df[[f"sweep.{k}" for k in keys]].itertuples(index=False)]
+    return df
+
+
 def key_axis(df: pd.DataFrame, key: str) -> KeyAxis:
     values = list(dict.fromkeys(df[f"sweep.{key}"].dropna().tolist()))
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric:
         values = sorted(values)
-        return KeyAxis(key, values, {v: v for v in values}, True, spans_decades(values, 1))
+        return KeyAxis(key, values, {v: v for v in values}, True, spans_decades(values, 1) or _geometric(values))
     return KeyAxis(key, values, {v: i for i, v in enumerate(values)}, False, False)
+
+
+def _geometric(values) -> bool:
+    """Three or more positive values in a constant ratio (4, 8, 16): evenly spaced on a log axis."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 3 or (v <= 0).any():
+        return False
+    ratios = v[1:] / v[:-1]
+    return bool(ratios.min() > 1.4 and ratios.max() / ratios.min() < 1.05)
 
 
 def _values(df: pd.DataFrame, metric: str) -> pd.Series:
@@ -117,23 +143,46 @@ def _references(ax, ok: pd.DataFrame, xa: KeyAxis, groups, colours, metric: str)
     ref = {"min_pl_ratio": ("c0", "certified rate c₀ (G/ℒ ≥ c₀)"),
            "log10_risk_ratio": ("guaranteed_factor", "certified: log₁₀ exp(−c₀t)")}.get(metric)
     if ref is not None and ref[0] in ok:
-        col, text = ref
-        values = pd.to_numeric(ok[col], errors="coerce")
-        values = np.log10(values.where(values > 0)) if metric == "log10_risk_ratio" else values
-        for i, (_, g) in enumerate(groups):
-            v = values.loc[g.index].groupby(g[f"sweep.{xa.key}"]).mean().dropna()
-            if len(v):
-                ax.plot([xa.positions[x] for x in v.index], v, ls=":" if xa.numeric else "none", marker="_", ms=9,
-                        color=colours[i], lw=1, label=text if i == 0 else None)
+        _reference_lines(ax, ok, xa, groups, colours, metric, *ref)
     if metric == "log10_risk_ratio" and "cfg.trainer.converge_ratio" in ok and (ok["status"] == "converged").any():
-        ax.axhline(math.log10(float(ok["cfg.trainer.converge_ratio"].iloc[0])), color="tab:green", lw=0.7, ls="-.",
-                   label="converged: the run stopped here")
+        ax.axhline(math.log10(float(ok["cfg.trainer.converge_ratio"].iloc[0])), color="0.2", lw=0.7, ls="-.",
+                   label="converge_ratio: a converged run stopped here")
     if metric == "path_over_radius":
         ax.axhline(1.0, color="tab:red", lw=0.8, ls=":", label="certified radius R₀")
     if metric.startswith("lambda_min_feature") and xa.key == "model.M/data.n_train":
-        ax.axvline(1.0, color="0.4", lw=0.8, ls=":", label="M = N: below it rank K_l ≤ M < N, so λ_min = 0")
+        ax.axvline(1.0, color="0.4", lw=0.8, ls=":", label="M = N: below it each feature kernel has rank ≤ M < N")
+        ok = ok[ok[f"sweep.{xa.key}"] > 1.0]  # the power law is the regime above the rank threshold
+        groups = [(v, g[g.index.isin(ok.index)]) for v, g in groups]
     if xa.numeric and xa.log and ax.get_yscale() == "log":
         _fit_slope(ax, ok, xa, groups, colours)
+
+
+def _reference_lines(ax, ok: pd.DataFrame, xa: KeyAxis, groups, colours, metric: str, col: str, text: str) -> None:
+    """A reference per line (one grey line when every line has the same), drawn where it lies within the
+    measured values' range; off that range it would squash them, so the legend gives its values instead."""
+    values = pd.to_numeric(ok[col], errors="coerce")
+    values = np.log10(values.where(values > 0)) if metric == "log10_risk_ratio" else values
+    lines = [values.loc[g.index].groupby(g[f"sweep.{xa.key}"]).mean().dropna() for _, g in groups]
+    lines = [(v, colours[i]) for i, v in enumerate(lines) if len(v)]
+    if not lines:
+        return
+    if all(len(v) == len(lines[0][0]) and np.allclose(v.to_numpy(), lines[0][0].to_numpy(), rtol=1e-6, atol=0)
+           for v, _ in lines):
+        lines = [(lines[0][0], "0.35")]
+    ref = np.concatenate([v.to_numpy() for v, _ in lines])
+    data = ok["value"][np.isfinite(ok["value"]) & ((ok["value"] > 0) if ax.get_yscale() == "log" else True)]
+    lo, hi = (data.min(), data.max()) if len(data) else (ref.min(), ref.max())
+    margin = (hi / lo) ** 0.5 if ax.get_yscale() == "log" and lo > 0 else 0.25 * (hi - lo)
+    inside = (ref >= (lo / margin if ax.get_yscale() == "log" else lo - margin)) & \
+             (ref <= (hi * margin if ax.get_yscale() == "log" else hi + margin))
+    if not inside.all():
+        where = "below" if ref.max() < lo else "above" if ref.min() > hi else "beside"
+        span = f"{ref.min():.2g}" if np.isclose(ref.min(), ref.max()) else f"{ref.min():.2g} to {ref.max():.2g}"
+        ax.plot([], [], ls=":", marker="_", color="0.35", label=f"{text} = {span}: {where} the axis")
+        return
+    for i, (v, colour) in enumerate(lines):
+        ax.plot([xa.positions[x] for x in v.index], v, ls=":" if xa.numeric else "none", marker="_", ms=9,
+                color=colour, lw=1, label=text if i == 0 else None)
 
 
 def metric_panel(ax, df: pd.DataFrame, xa: KeyAxis, group: Optional[KeyAxis], metric: str, seeds: int) -> None:
@@ -149,17 +198,22 @@ def metric_panel(ax, df: pd.DataFrame, xa: KeyAxis, group: Optional[KeyAxis], me
     for i, (value, g) in enumerate(groups):
         g = g[np.isfinite(g["value"])]
         shown = g[g["value"] > 0] if log else g
-        stats = shown.groupby(f"sweep.{xa.key}")["value"].agg(["mean", "std"])
+        # on a log axis the geometric mean and sd (an arithmetic sd would reach below zero)
+        v = np.log10(shown["value"]) if log else shown["value"]
+        stats = v.groupby(shown[f"sweep.{xa.key}"]).agg(["mean", "std"])
         stats = stats.reindex([v for v in xa.values if v in stats.index])
         x = [xa.positions[v] for v in stats.index]
-        text = None if group is None else f"{label(group.key)} = {value}"
-        ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0) if seeds > 1 else None,
+        text = None if group is None else group_text(group.key, value)
+        mean, sd = stats["mean"], stats["std"].fillna(0.0)
+        yerr = None if seeds <= 1 else [10**mean - 10**(mean - sd), 10**(mean + sd) - 10**mean] if log else sd
+        ax.errorbar(x, 10**mean if log else mean, yerr=yerr,
                     marker=MARKERS[i % len(MARKERS)], ls="-" if xa.numeric else "none", color=colours[i], capsize=2,
                     ms=4, lw=1.0, label=text)
-        for status, m, size in (("max_steps", "o", 8), ("converged", "*", 30)):
+        for status, m, size, alpha, z in (("max_steps", "o", 8, 0.45, 2), ("converged", "*", 60, 0.95, 6)):
             runs = shown[shown["status"] == status]
             ax.scatter([xa.positions[v] for v in runs[f"sweep.{xa.key}"]], runs["value"], marker=m, s=size,
-                       color=colours[i], alpha=0.45, lw=0, zorder=2)
+                       color=colours[i], alpha=alpha, edgecolors="0.15" if m == "*" else "none", linewidths=0.4,
+                       zorder=z)
     if log:
         log_axis(ax)
         zeros = ok[ok["value"] == 0]
@@ -171,7 +225,7 @@ def metric_panel(ax, df: pd.DataFrame, xa: KeyAxis, group: Optional[KeyAxis], me
                        color="0.3", s=25, transform=trans, clip_on=False, zorder=4,
                        label=f"exactly 0 ({len(zeros)} runs): below the log axis")
     if (ok["status"] == "converged").any():
-        ax.scatter([], [], marker="*", s=30, color="0.4", label="a converged run")
+        ax.scatter([], [], marker="*", s=60, color="0.6", edgecolors="0.15", linewidths=0.4, label="a converged run")
     _references(ax, ok, xa, groups, colours, metric)
     xa.apply(ax, "x")
     _mark_unfinished(ax, bad, xa)

@@ -112,6 +112,9 @@ def job_row(job: Path, sweep_dir: Path) -> Dict[str, object]:
     cert = s.get("certificate") or {}
     for key in ("kind", "c0", "certified_radius", "inside_certified_region", "guaranteed_factor", "observed_factor"):
         row[f"certificate_{key}" if key == "kind" else key] = cert.get(key)
+    if cert:  # whether the certificate is a theorem for this run, or what it lacks
+        fails = [k.replace("_", " ") for k, ok in (cert.get("conditions") or {}).items() if not ok]
+        row["theorem"] = "no: " + ", ".join(fails) if fails else "yes"
     row["lambda_min_tangent_init"] = cert.get("lambda_min_tangent_init") if cert.get("resolved") else None
     layers = (s.get("lambda_min_feature_layers") or {}).get("init") or []
     row["lambda_min_feature_init"] = min(layers) if layers and None not in layers else None

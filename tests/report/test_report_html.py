@@ -22,10 +22,11 @@ def test_the_page_holds_everything_a_reader_needs(page):
     pngs = [p for p in r["figures"] if p.suffix == ".png"]
     assert len(pngs) == text.count('src="data:image/png;base64,') >= 3  # every figure, embedded
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from anywhere
-    for name in ("model.M", "init.scale_u", "Warnings", "failed", "diverged", "report.csv"):
+    for name in ("model.M", "init.scale_u", "Warnings", "failed", "diverged", "report.csv", "<th>theorem</th>",
+                 "cotresnet-plot RUN_DIR", 'class=scroll'):
         assert name in text, name
     for job in r["table"]["job"]:  # a row and a link per run
-        assert f'>{job}</a>' in text and f'href="../{job}/"' in text
+        assert f'href="../{job}/" title="{job}">{job.split("_")[0]}</a>' in text
 
 
 @pytest.mark.slow
