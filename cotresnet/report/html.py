@@ -14,6 +14,8 @@ from typing import Dict, List
 
 import pandas as pd
 
+from .style import SYMBOLS
+
 PAGE = "report.html"
 # what each figure shows, under it
 CAPTIONS = {
@@ -29,11 +31,6 @@ CAPTIONS = {
                                "intervals and the scaling fit.",
     "threshold_fractions": "The fraction of seeds that succeed at each evaluated value, with the logistic fit.",
 }
-# the swept keys' symbols in the table's header (the key itself shows on hover)
-SYMBOLS = {"model.M": "M", "model.L": "L", "model.d": "d", "init.scale_u": "s_u", "init.scale_w": "s_w",
-           "init.scale_b": "s_b", "data.n_train": "N", "optim.dt": "Δt", "optim.depth_weight": "κ",
-           "model.activation": "σ", "optim.geometry": "geometry", "data": "dataset", "seed": "seed",
-           "model.M/data.n_train": "M/N"}
 GLOSSARY = ("ℒ(t)/ℒ(0): final over initial training risk. min G/ℒ: the smallest P-Ł ratio along the flow. "
             "λ_min(K(μ₀)): the tangent kernel's smallest eigenvalue at initialization. c₀ = λ_min/N: the "
             "certified rate, G/ℒ ≥ c₀ while the flow stays within R₀; guaranteed e^(−c₀t): the risk ratio the "

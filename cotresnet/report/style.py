@@ -39,6 +39,19 @@ LABELS = {
     "model.M/data.n_train": r"width per sample $M/N$", "risk_predicted": r"flow's prediction of $\mathcal{L}$",
     "depth_path_length": "depth path length", "lambda_max_tangent": r"$\lambda_{\max}(K)$",
 }
+# the swept keys' bare symbols, for short text (a table's header, a fit's formula, a panel's title)
+SYMBOLS = {"model.M": "M", "model.L": "L", "model.d": "d", "init.scale_u": "s_u", "init.scale_w": "s_w",
+           "init.scale_b": "s_b", "data.n_train": "N", "optim.dt": "Δt", "optim.depth_weight": "κ",
+           "model.activation": "σ", "optim.geometry": "geometry", "data": "dataset", "seed": "seed",
+           "model.M/data.n_train": "M/N"}
+
+
+def symbol_text(combination: str) -> str:
+    """`data.n_train=32,model.L=4` as `N = 32, L = 4` (keys without a symbol stay as they are)."""
+    parts = [p.split("=", 1) for p in str(combination).split(",") if "=" in p]
+    return ", ".join(f"{SYMBOLS.get(k, k)} = {v}" for k, v in parts) if parts else str(combination)
+
+
 # sizes in inches: a column and a page of a two-column paper
 SINGLE, DOUBLE = 3.4, 7.0
 PAPER_RC = {"axes.titley": 1.02, "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "legend.fontsize": 6.5,

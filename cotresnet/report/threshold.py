@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..sweeps.threshold_stats import power_law_fit
 from ..sweeps.threshold_tables import BOUNDARY, SCALING, read_tables
-from .style import SINGLE, label, log_axis, save_figure, styled, subplots
+from .style import SINGLE, SYMBOLS, label, log_axis, save_figure, styled, subplots, symbol_text
 
 
 def _x_values(brackets: pd.DataFrame, keys: List[str]) -> Optional[pd.Series]:
@@ -97,33 +97,42 @@ def _lines(key: str, b: pd.DataFrame, runs: int) -> List[str]:
 
 @styled
 def _phase_diagram(out_dir: Path, search: dict, boundary: pd.DataFrame, points: pd.DataFrame, fit, formats) -> list:
-    """Evaluated points (filled: success, cross: failure; colour: fraction of seeds), the final bracket of each
-    combination (a grey bar beside its points), the estimate with its interval (open where it is unresolved)
-    and the power-law fit with its interval."""
+    """Evaluated points (filled: success, cross: failure; colour: fraction of seeds) left of each combination,
+    the final bracket (a grey bar) between, the estimate with its interval (open where it is unresolved) at the
+    combination itself, where the power-law fit (with its interval) and its reference slope are drawn."""
     numeric = "x" in boundary
     pos = dict(zip(boundary.combination, boundary.x if numeric else range(len(boundary))))
-    shift = (lambda v: v * 1.1) if numeric else (lambda v: v + 0.15)  # the bracket beside the points
-    shift2 = (lambda v: v * 1.22) if numeric else (lambda v: v + 0.3)  # the estimate beside the bracket
+    shift = (lambda v: v / 1.22) if numeric else (lambda v: v - 0.3)  # the points, left of the estimate
+    shift2 = (lambda v: v / 1.1) if numeric else (lambda v: v - 0.15)  # the bracket between
     fig, ax = subplots(width=SINGLE * 1.7, height=3.0)
-    px = points.combination.map(pos)
+    px = points.combination.map(pos).map(shift)
     for ok, marker in ((True, "o"), (False, "x")):
         sel = points.success == ok
         sc = ax.scatter(px[sel], points.value[sel], c=points.fraction[sel], cmap="RdYlGn", vmin=0, vmax=1,
-                        marker=marker, s=22, label="success" if ok else "failure", zorder=3, lw=1)
+                        marker=marker, s=22, zorder=3, lw=1)
+        ax.scatter([], [], marker=marker, s=22, lw=1, color="#1a9850" if ok else "#d73027",
+                   label="success (colour: fraction of seeds)" if ok else "failure")
     fig.colorbar(sc, ax=ax, label="fraction of seeds that succeed", pad=0.02)
-    ax.vlines(boundary.combination.map(pos).map(shift), boundary.lo, boundary.hi, colors="0.45", lw=4, alpha=0.7,
+    ax.vlines(boundary.combination.map(pos).map(shift2), boundary.lo, boundary.hi, colors="0.45", lw=4, alpha=0.7,
               label="final bracket", zorder=1)
     est = boundary[np.isfinite(boundary.estimate)]
     for resolved, face in ((True, "k"), (False, "none")):
         e = est[est.resolved.astype(bool) == resolved]
         if len(e):
-            ax.errorbar(e.combination.map(pos).map(shift2), e.estimate, yerr=[e.estimate - e.estimate_lo,
+            ax.errorbar(e.combination.map(pos), e.estimate, yerr=[e.estimate - e.estimate_lo,
                         e.estimate_hi - e.estimate], fmt="D", color="k", mfc=face, ms=4, capsize=2, zorder=4,
                         label="threshold estimate (95 %)" if resolved else "estimate, unresolved (see the table)")
     if fit is not None:
+        y, x = (SYMBOLS.get(k, k) for k in (search["key"], search["combination_keys"][0]))
         xs = np.geomspace(boundary.x.min(), boundary.x.max(), 50)
         ax.plot(xs, np.exp(fit["c"]) * xs ** fit["alpha"], "k--", lw=1,
-                label=f"fit ∝ x^α, α = {fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}]")
+                label=f"fit {y}* ∝ {x}^α: α = {fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}] "
+                      f"({fit['level']:.0%})")
+        if (search["key"], search["combination_keys"][0]) == ("model.M", "data.n_train"):
+            # overparameterization's reference: the tangent kernel is well conditioned once M is of order N
+            mid = math.exp(np.mean(np.log(xs)))
+            ax.plot(xs, np.exp(fit["c"]) * mid ** fit["alpha"] * xs / mid, color="0.55", ls=":", lw=1,
+                    label=f"reference {y}* ∝ {x} (α = 1)")
     if numeric:
         from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
@@ -132,11 +141,11 @@ def _phase_diagram(out_dir: Path, search: dict, boundary: pd.DataFrame, points: 
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_major_formatter(FixedFormatter([f"{v:g}" for v in ticks]))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlim(min(ticks) / 1.3, max(ticks) * 1.5)
+        ax.set_xlim(min(ticks) / 1.5, max(ticks) * 1.25)
         ax.set_xlabel(label(search["combination_keys"][0]))
     else:
-        ax.set_xticks(range(len(boundary)), boundary.combination, rotation=20, fontsize=7)
-        ax.set_xlim(-0.5, len(boundary) - 0.3)
+        ax.set_xticks(range(len(boundary)), [symbol_text(c) for c in boundary.combination], rotation=20, fontsize=7)
+        ax.set_xlim(-0.6, len(boundary) - 0.5)
     if search["settings"]["log"]:
         log_axis(ax)
     ax.set_ylabel(label(search["key"]))
@@ -170,7 +179,9 @@ def _fractions(out_dir: Path, search: dict, brackets: pd.DataFrame, points: pd.D
         if log:
             log_axis(ax, "x")
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title(b.combination, fontsize=7)
+        seeds = f"{b.never:g}" if isinstance(b.never, float) else str(b.never)
+        never = f"; seed(s) {seeds} never succeed" if pd.notna(b.never) and seeds else ""
+        ax.set_title(symbol_text(b.combination) + ("" if bool(b.resolved) else " (unresolved)") + never, fontsize=7)
         ax.set_xlabel(label(search["key"]), fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
