@@ -188,7 +188,7 @@ def build_figures(df: pd.DataFrame, keys: List[str], metrics: List[str], read,
             _finish_panels(fig, panels, math.ceil(len(metrics) / (1 if len(metrics) == 1 else 2)),
                            {m[2] for m in MARKS.values()}, wspace=0.75, right=0.9)
             figs["heatmaps"] = fig
-    if keys:
+    if keys and "steps" in df and pd.to_numeric(df["steps"], errors="coerce").max() > 1:  # a curve needs steps
         figs["risk_curves"] = risk_curves(df, axes[explaining_key(df, keys)], read)
     if "optim.geometry" in keys:
         from .geometry_figures import geometry_figure
