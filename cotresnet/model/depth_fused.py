@@ -167,26 +167,32 @@ class _FusedDepthFlow(torch.autograd.Function):
         saves_output, vjp = ACTIVATION_VJP[ctx.name]
         sigma = ACTIVATION_FUNCTIONS[ctx.name]
         cuT = c[:, None, :] * uT
-        PT = torch.zeros_like(cuT)  # P_iq^T = G_q^T H: (stages, d, J), zero outside the stage's range
-        gwT, gb = torch.zeros_like(wT), wT.new_zeros(J)
-        ones = Ys.new_ones(N)
+        # the stage inputs with a column of ones: [dRisk/dw, dRisk/db]^T += [Y, 1]^T dZ is one product
+        Y1T = torch.cat([Ys, Ys.new_ones(n, N, 1)], 2).transpose(1, 2)
+        gwbT = wT.new_zeros(wT.shape[0] + 1, J)
+        Gs: List[Tensor] = [None] * n
+        PT = None if ranges is None else torch.zeros_like(cuT)  # P_iq^T = G_q^T H, zero outside the range
         stages = list(zip(_per_stage(wT, ranges, n, False), _per_stage(cuT, ranges, n, True),
-                          _per_stage(PT, ranges, n, True), _per_stage(gwT, ranges, n, False),
-                          _per_stage(gb, ranges, n, False), _kept_views(kept, N, ranges, n), Ys.unbind(0)))
+                          _per_stage(gwbT, ranges, n, False), _kept_views(kept, N, ranges, n), Y1T.unbind(0),
+                          _per_stage(PT, ranges, n, True) if PT is not None else Gs))
 
         def stage_vjp(j: int, Gq: Tensor, acc: Optional[Tensor]) -> Tensor:
-            wT_q, cuT_q, PT_q, gwT_q, gb_q, kept_q, Y = stages[j]
-            H = kept_q if saves_output else sigma(kept_q)
+            wT_q, cuT_q, gwbT_q, kept_q, Y1T_q, PT_q = stages[j]
             dZ = vjp(Gq @ cuT_q, kept_q)
-            torch.mm(Gq.t(), H, out=PT_q)
-            gwT_q.addmm_(Y.t(), dZ)
-            gb_q.addmv_(dZ.t(), ones)
+            gwbT_q.addmm_(Y1T_q, dZ)
+            if PT is None:
+                Gs[j] = Gq
+            else:  # stages of different widths: P one stage at a time
+                torch.mm(Gq.t(), kept_q if saves_output else sigma(kept_q), out=PT_q)
             return dZ @ wT_q.t() if acc is None else torch.addmm(acc, dZ, wT_q.t())
 
         g = reverse_stages(g, n, ctx.tableau, stage_vjp)
+        if PT is None:  # every stage multiplies all J particles: P of all stages in one batched product
+            H = kept.view(n, N, J)
+            PT = torch.bmm(torch.stack(Gs).transpose(1, 2), H if saves_output else sigma(H))
         gu = (c[:, None, :] * PT).sum(0).t().contiguous()
         gs = ((PT * uT).sum(1) * dc).sum(0) if ctx.needs_input_grad[4] else None
-        return g, gu, gwT.t().contiguous(), gb, gs, *(None,) * 5
+        return g, gu, gwbT[:-1].t().contiguous(), gwbT[-1], gs, *(None,) * 5
 
 
 def depth_flow(X0: Tensor, u: Tensor, w: Tensor, b: Tensor, s: Tensor, h: float, kernel: str, name: str,
