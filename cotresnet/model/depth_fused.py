@@ -207,8 +207,9 @@ def depth_flow(X0: Tensor, u: Tensor, w: Tensor, b: Tensor, s: Tensor, h: float,
     u, w, b, s = u.reshape(-1, d), w.reshape(-1, d), b.reshape(-1), s.reshape(-1)
     times, dt = stage_times(steps, method, X0.dtype, X0.device)
     scale = (dt / s.shape[0])[:, None]  # c = dt k_h / J
+    moves = s.requires_grad and torch.is_grad_enabled()
     with torch.no_grad():  # dRisk/ds goes through the node's own dk_h/ds (backward), not through this graph
-        if s.requires_grad:
+        if moves:
             k, dk = reflected_kernel_and_slope(times, s, h, kernel)
             c, dc = k * scale, dk * scale
         else:
