@@ -172,18 +172,18 @@ class _FusedDepthFlow(torch.autograd.Function):
         gwbT = wT.new_zeros(wT.shape[0] + 1, J)
         Gs: List[Tensor] = [None] * n
         PT = None if ranges is None else torch.zeros_like(cuT)  # P_iq^T = G_q^T H, zero outside the range
+        PTs = None if PT is None else _per_stage(PT, ranges, n, True)
         stages = list(zip(_per_stage(wT, ranges, n, False), _per_stage(cuT, ranges, n, True),
-                          _per_stage(gwbT, ranges, n, False), _kept_views(kept, N, ranges, n), Y1T.unbind(0),
-                          _per_stage(PT, ranges, n, True) if PT is not None else Gs))
+                          _per_stage(gwbT, ranges, n, False), _kept_views(kept, N, ranges, n), Y1T.unbind(0)))
 
         def stage_vjp(j: int, Gq: Tensor, acc: Optional[Tensor]) -> Tensor:
-            wT_q, cuT_q, gwbT_q, kept_q, Y1T_q, PT_q = stages[j]
+            wT_q, cuT_q, gwbT_q, kept_q, Y1T_q = stages[j]
             dZ = vjp(Gq @ cuT_q, kept_q)
             gwbT_q.addmm_(Y1T_q, dZ)
-            if PT is None:
+            if PTs is None:
                 Gs[j] = Gq
             else:  # stages of different widths: P one stage at a time
-                torch.mm(Gq.t(), kept_q if saves_output else sigma(kept_q), out=PT_q)
+                torch.mm(Gq.t(), kept_q if saves_output else sigma(kept_q), out=PTs[j])
             return dZ @ wT_q.t() if acc is None else torch.addmm(acc, dZ, wT_q.t())
 
         g = reverse_stages(g, n, ctx.tableau, stage_vjp)
