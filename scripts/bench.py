@@ -1,6 +1,6 @@
 """Benchmark suite: every row is a ratio against a baseline measured in the same process.
 
-    python scripts/bench.py [--gpu] [--quick] [--json bench.json]
+    python scripts/bench.py [--gpu] [--quick] [--only GROUP ...] [--json bench.json]
 
 Rows:
   lightning_vs_plain   one full-batch step through Lightning (the framework's path) / a plain
@@ -21,6 +21,16 @@ Rows:
                        one vectorized job (wall time ratio, higher is better)
   startup_vs_import    a small job end to end (debug=fast: 5 steps, no diagnostics) / importing torch,
                        lightning and hydra in a fresh interpreter (wall time ratio, lower is better)
+  depth_step_vs_layered
+                       the plain SGD step of depth-mobile particles (Gaussian kernel, h 0.1, Euler, 4 substeps,
+                       the Wasserstein flow: depths move) / the layered Euler step of the same (N, d, L, M), at
+                       experiment=cot_vs_wasserstein's size and the default one; depth_step_vs_matmuls: the same
+                       step / the bare matmuls of its L * substeps stages of all L M particles (the kernel's
+                       weights vanish nowhere: every stage multiplies every particle, substeps * L times the
+                       layered step's work)
+  depth_kernel_vs_layered
+                       one kernel diagnostics evaluation on the training set, depth-mobile (depth columns
+                       included) / layered, at the same sizes
 """
 from __future__ import annotations
 
@@ -48,6 +58,9 @@ from cotresnet.model.spec import NetworkSpec  # noqa: E402
 from cotresnet.record import FlowRecord, learning_rate  # noqa: E402
 
 BACKPROPS = ("fused", "recompute", "autograd")
+# --only: size_rows (lightning_vs_plain .. compiled_vs_eager), diagnostics_rows, replica_and_integrator_rows
+# (replicas_vs_seq, sweep_vectorized, integrators), depth_rows
+ROW_GROUPS = ("size", "diagnostics", "replicas", "startup", "depth")
 
 
 def make(N, d, L, M, device, integrator="euler", adjoint=False, dtype=torch.float32, seed=0, backprop="fused"):
@@ -304,11 +317,91 @@ def replica_and_integrator_rows(row, args, device, n) -> None:
             unit="bytes")
 
 
+def depth_pair(N, d, L, M, d_in, d_out, device, h=0.1, kernel="gaussian", substeps=4):
+    """The layered Euler ResNet and depth-mobile particles on its layer grid (same u, w, b, E, R), float32,
+    with N teacher-like samples: (layered, depth-mobile, x, y)."""
+    from dataclasses import replace
+
+    from cotresnet.model.depth import DepthMobileResNet, with_grid_depths
+
+    spec = NetworkSpec(L=L, M=M, d=d, d_in=d_in, d_out=d_out)
+    p = init_particles(L, M, d, seed=0)
+    E, R = embedding_matrix("pad", d, d_in, 0), readout_matrix("first", d, d_out, 0)
+    layered = MeanFieldResNet({k: v.clone() for k, v in p.items()}, spec, E, R).to(device)
+    depth_spec = replace(spec, depth_kernel=kernel, bandwidth=h, substeps=substeps)
+    depth = DepthMobileResNet(with_grid_depths(p), depth_spec, E, R).to(device)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, d_in, generator=g).to(device)
+    return layered, depth, x, torch.tanh(2 * x[:, :d_out])
+
+
+def time_depth_sgd(net, x, y, steps, device, kappa, warmup=5):
+    """Seconds per step of the Wasserstein flow as the Lightning module steps it, without Lightning: SGD on
+    theta (lr) and on the depths (kappa lr), then the depths folded into [0, 1]; from a copy of `net`."""
+    from cotresnet.model.depth import fold_depth
+
+    net = copy.deepcopy(net)
+    lr = learning_rate(0.01, net.L, net.M, "mean_field")
+    opt = torch.optim.SGD([{"params": [net.u, net.w, net.b]}, {"params": [net.s], "lr": kappa * lr}], lr=lr)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        net.risk(x, y).backward()
+        opt.step()
+        with torch.no_grad():
+            net.s.copy_(fold_depth(net.s))
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def time_once(f, device):
+    """Seconds of one call of f()."""
+    sync(device)
+    t0 = time.perf_counter()
+    f()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def depth_rows(row, args, device, n) -> None:
+    """Depth-mobile particles (Wasserstein flow, kappa 10) against the layered Euler ResNet of the same
+    (N, d, L, M): experiment=cot_vs_wasserstein's size and the framework's default (its kernel samples: the
+    whole training set, n d_out <= callbacks.kernel_max_dim). Run last: it keeps freed memory in the heap,
+    as every job does (job/fit.py), for the rest of the process (the depth-mobile step allocates and frees
+    its (stages, N, J) buffers every step)."""
+    from cotresnet import diagnostics as D
+    from cotresnet.diagnostics import depth as depth_diagnostics
+    from cotresnet.job.memory import keep_freed_memory
+
+    keep_freed_memory()
+    kappa = 10.0
+    for (N, d, L, M), d_in, d_out in [((32, 3, 4, 8), 2, 2), ((256, 8, 16, 128), 4, 2)]:
+        layered, depth, x, y = depth_pair(N, d, L, M, d_in, d_out, device)
+        size = str((N, d, L, M))
+        steps = n if N * L * M < 1e5 else max(5, n // 10)
+        repeats = 2 if args.quick else 7
+        stages = L * depth.spec.substeps
+        t_depth, t_layered, t_matmuls = interleaved_best(
+            [lambda: time_depth_sgd(depth, x, y, steps, device, kappa),
+             lambda: time_sgd(layered, lambda m: m.risk(x, y), steps, device),
+             lambda: time_matmuls(N, d, stages, L * M, device, steps)], repeats)
+        row("depth_step_vs_layered", size, t_depth, t_layered)
+        row("depth_step_vs_matmuls", size, t_depth, t_matmuls)
+        k_depth, k_layered = interleaved_best(
+            [lambda: time_once(lambda: depth_diagnostics.kernel_diagnostics(depth, x, y, kappa), device),
+             lambda: time_once(lambda: D.kernel_diagnostics(layered, x, y), device)], 1 if args.quick else 3)
+        row("depth_kernel_vs_layered", size, k_depth, k_layered, unit="s/evaluation")
+
+
 def main(argv=None):
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", action="store_true", help="run on cuda:0 with GPU-sized shapes")
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    ap.add_argument("--only", nargs="+", choices=ROW_GROUPS, default=ROW_GROUPS,
+                    help="run these groups of rows only, in the suite's order (default: all)")
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
     args = ap.parse_args(argv)
     device = torch.device("cuda:0" if args.gpu else "cpu")
@@ -322,11 +415,13 @@ def main(argv=None):
 
     print(f"device: {device} ({torch.cuda.get_device_name(0) if args.gpu else f'{torch.get_num_threads()} CPU threads'})")
     print(f"{'row':42s} {'(N, d, L, M)':28s} {'value':>12s} {'baseline':>12s} {'ratio':>8s}")
-    size_rows(row, args, device, n)
-    diagnostics_rows(row, args, device)
-    replica_and_integrator_rows(row, args, device, n)
-    if not args.gpu:
-        startup_rows(row, args)
+    groups = {"size": lambda: size_rows(row, args, device, n), "diagnostics": lambda: diagnostics_rows(row, args, device),
+              "replicas": lambda: replica_and_integrator_rows(row, args, device, n),
+              "startup": lambda: None if args.gpu else startup_rows(row, args),
+              "depth": lambda: depth_rows(row, args, device, n)}
+    for name in ROW_GROUPS:  # depth last whatever --only's order (depth_rows)
+        if name in args.only:
+            groups[name]()
     args.json.write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))
     print(f"wrote {args.json}")
 

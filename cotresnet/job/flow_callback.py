@@ -183,7 +183,7 @@ class FlowDiagnostics(pl.Callback):
         else:
             from ..diagnostics import depth
 
-            kd = depth.kernel_diagnostics(net, x, y, self.depth_weight)
+            kd = depth.kernel_diagnostics(net, x, y, self.depth_weight, self.cadence.kernel_memory)
         row.update(self.record.kernels(r, kd, out.data.n_train, out.activation, tau))
         if out.spectrum is not None:
             for decade, count, share in kd.spectrum.decades + [("unresolved", *kd.spectrum.unresolved)]:

@@ -21,55 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from .activations import activation
+from .depth_fused import TABLEAUX, depth_flow
+from .depth_kernels import KERNELS, fold_depth, reflected_kernel
 from .spec import NetworkSpec, SpecDims, check_shapes
-
-_BUMP_MASS = 0.443993816168079437823  # int_{-1}^{1} exp(-1 / (1 - z^2)) dz (mpmath, 30 digits)
-
-
-def _gaussian(z: Tensor) -> Tensor:
-    return torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-
-
-def _bump(z: Tensor) -> Tensor:
-    inside = z.abs() < 1
-    # 1 outside the support keeps exp(-1/q) and its gradient finite where the where() discards them
-    q = torch.where(inside, 1.0 - z * z, torch.ones_like(z))
-    return torch.where(inside, torch.exp(-1.0 / q), torch.zeros_like(z)) / _BUMP_MASS
-
-
-def _triweight(z: Tensor) -> Tensor:
-    return (35.0 / 32.0) * (1.0 - z * z).clamp(min=0.0) ** 3
-
-
-# name -> (base density K on R with int K = 1, K(-z) = K(z); radius in units of h beyond which K is
-# neglected). Gaussian: 2 P(|Z| > 9) = 2.3e-19, below float64 eps; bump (C-infinity) and triweight (C^2): exact.
-KERNELS = {"gaussian": (_gaussian, 9.0), "bump": (_bump, 1.0), "triweight": (_triweight, 1.0)}
-
-
-def fold_depth(s: Tensor) -> Tensor:
-    """Reflect depths into [0, 1] (period 2, mirror at 0 and 1): (...) -> (...); identity, bitwise, on [0, 1].
-
-    The reflected kernel is invariant under this map, so the model, its risk and dRisk/ds are too.
-    """
-    r = torch.remainder(s, 2.0)
-    return torch.where(r > 1.0, 2.0 - r, r)
-
-
-def reflected_kernel(s: Tensor, sj: Tensor, h: float, name: str = "gaussian") -> Tensor:
-    """k_h(s, s_j) = sum_n [K_h(s - s_j - 2n) + K_h(s + s_j - 2n)], K_h(z) = K(z / h) / h.
-
-    s: (...) depths (a 0-dim tensor for one depth), sj: (J,) -> (..., J). The images of s_j under the
-    reflections at 0 and 1 tile the real line, so int_0^1 k_h(s, s_j) ds = int_R K_h = 1 for any s_j in [0, 1]
-    (s_j outside is folded in first). Images n = -N..N cover [-2N - 1, 2N + 1], at least 2N from any
-    s_j in [0, 1]: N = max(1, ceil(radius h / 2)) keeps every image that carries mass.
-    """
-    base, radius = KERNELS[name]
-    n = max(1, math.ceil(radius * h / 2))
-    shifts = 2.0 * torch.arange(-n, n + 1, dtype=sj.dtype, device=sj.device)
-    sj = fold_depth(sj)
-    direct = (s[..., None] - sj)[..., None] - shifts
-    mirror = (s[..., None] + sj)[..., None] - shifts
-    return (base(direct / h) + base(mirror / h)).sum(-1) / h
 
 
 def layer_grid_depths(L: int, M: int, dtype=torch.float64, device=None) -> Tensor:
@@ -101,7 +55,9 @@ class DepthMobileResNet(SpecDims, nn.Module):
     Built like the layered network from (particles, spec, embedding, readout): particles {s: (L, M),
     u, w: (L, M, d), b: (L, M)} keep their initial layer as an index (particle j = l M + m), while s moves
     freely under the Wasserstein flow. spec.depth_kernel names k, spec.bandwidth is h.
-    Integrators: `euler` and `rk4` take L * spec.substeps uniform steps over [0, 1]; `dopri5` is adaptive
+    Integrators: `euler` and `rk4` take L * spec.substeps uniform steps over [0, 1], as one autograd node
+    with a hand-written backward (depth_fused.py), or with spec.backprop `autograd` as torchdiffeq's steps
+    under plain autograd (the same forward to round-off: the node's reference). `dopri5` is adaptive
     (rtol, atol) and must land on a grid of spacing <= h, so that no bump is stepped over where the field
     is zero around it. Fixed steps must be well below h: a step longer than h can step over a compact bump
     entirely, and Euler with step h gives a bump the wrong mass.
@@ -143,6 +99,9 @@ class DepthMobileResNet(SpecDims, nn.Module):
     def flow(self, X0: Tensor) -> Tensor:
         """X(1) from X(0): (N, d) -> (N, d)."""
         sp = self.spec
+        if sp.integrator in TABLEAUX and not sp.adjoint and sp.backprop != "autograd":
+            return depth_flow(X0, self.u, self.w, self.b, self.s, sp.bandwidth, sp.depth_kernel, sp.activation,
+                              sp.L * sp.substeps, sp.integrator)
         from torchdiffeq import odeint, odeint_adjoint  # it imports scipy (0.4 s): Euler jobs never pay
 
         solve = odeint_adjoint if sp.adjoint else odeint
