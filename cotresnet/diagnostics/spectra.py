@@ -27,7 +27,6 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor
 
 EPS64 = torch.finfo(torch.float64).eps
@@ -190,8 +189,10 @@ def quadrature_spectrum(rules: List[GaussRule], resolution: float, lam_max: floa
     return ResidualSpectrum(decades, (None, unresolved), effective, 1.0 - below_top, min(max(errors), 1.0))
 
 
-def _operator(N: int, apply: Callable[[Tensor], Tensor], like: Tensor) -> LinearOperator:
-    """A scipy operator applying a torch map on `like`'s device (ARPACK drives from the CPU)."""
+def _operator(N: int, apply: Callable[[Tensor], Tensor], like: Tensor):
+    """A scipy LinearOperator applying a torch map on `like`'s device (ARPACK drives from the CPU)."""
+    from scipy.sparse.linalg import LinearOperator
+
     to = lambda v: torch.from_numpy(np.ascontiguousarray(v).reshape(-1)).to(like.device)
     return LinearOperator((N, N), matvec=lambda v: apply(to(v)).cpu().numpy(), dtype=np.float64)
 
@@ -205,6 +206,9 @@ def _top_vector(apply: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
     """A unit approximation of the top eigenvector of a symmetric PSD operator on like's size: ARPACK's
     Lanczos within ARPACK_RESTARTS restarts, else its best Ritz vector, else power iterations. Nothing here
     needs convergence: the callers check what they get (Rayleigh quotient, residual, inertia)."""
+    # scipy's linalg and optimize cost 0.5 s to import: a job without kernel diagnostics never pays
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
     N = like.shape[0]
     try:
         v = eigsh(_operator(N, apply, like), k=1, which="LA", v0=_start(N), ncv=min(N, ARPACK_NCV),

@@ -24,8 +24,6 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
 from torch import Tensor
 
 from .auction import U64, auction_phases, perm_cost
@@ -69,6 +67,8 @@ class CotBracket:
 
 def exact_w2(a: Tensor, b: Tensor) -> W2Bracket:
     """Exact W_2^2 by scipy's assignment on the dense (M, M) cost."""
+    from scipy.optimize import linear_sum_assignment  # imported here: jobs without distances never pay
+
     C = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
     perm = torch.from_numpy(linear_sum_assignment(C.numpy())[1])
     w = perm_cost(a, b, perm)
@@ -113,6 +113,8 @@ def nearest_dual(a: Tensor, b: Tensor) -> Tensor:
     moved less than their spacing (0.1 s at M = 16384 in R^33 after training), towards M^2 k work when not,
     so the search stops after the first chunk where most nearest neighbours are not the particle's own
     (f = 0 from there: still feasible)."""
+    from scipy.spatial import cKDTree
+
     M, k = a.shape
     A, B = a.numpy(), b.numpy()
     moved = (a - b).norm(dim=1).numpy()

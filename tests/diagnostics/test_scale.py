@@ -136,7 +136,7 @@ def test_a_wrong_ritz_pair_fails_the_inertia_certificate_and_eigvalsh_decides(mo
     def second_pair(op, k, which, v0, **limits):  # what a Lanczos that missed the bottom eigenvector returns
         return None, V[:, 1:2].numpy()
 
-    monkeypatch.setattr(S, "eigsh", second_pair)
+    monkeypatch.setattr("scipy.sparse.linalg.eigsh", second_pair)  # spectra imports it when it runs
     e = S.smallest_eigenvalue(Kmat, 10.0)
     assert e.value == pytest.approx(1e-3, rel=1e-9)
     assert e.resolution == pytest.approx(200 * torch.finfo(torch.float64).eps * 10.0, rel=1e-6)  # eigvalsh's
