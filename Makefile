@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch that lies on this disk; other pins can pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install slurm-deps browser-deps train lint test test-all bench bench-scale bench-contention bench-gpu clean
+.PHONY: install slurm-deps browser-deps train lint test test-all bench bench-scale bench-contention bench-parallel bench-gpu clean
 
 install: $(STAMP)
 
@@ -56,6 +56,11 @@ bench-scale: $(STAMP)
 # A job alone and next to two other training jobs: a single run, a joblib worker, a SLURM job.
 bench-contention: $(STAMP) slurm-deps
 	$(BIN)/python scripts/bench_contention.py $(ARGS)
+
+# Two ranks against one process (particle- and data-parallel), per-layer compute and gloo all-reduce times, and
+# the step of (L, M) = (64, 2^24) projected onto 8, 64 and 512 GPUs (README "Many processes"): ~10 minutes
+bench-parallel: $(STAMP)
+	$(BIN)/python scripts/bench_parallel.py $(ARGS)
 
 # On a GPU machine the venv gets torch==2.13.0 from PyPI, the CUDA build there. Where python3 already
 # holds a CUDA torch and no index is reachable (an offline node): make bench-gpu PYTHON=python3

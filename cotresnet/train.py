@@ -28,6 +28,7 @@ OUR_SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
                 "hydra_plugins.cotresnet_sweeper.VectorizingSweeper")
 _CHECKED: Dict[Path, Any] = {}  # job checks the Hydra callbacks made in this process, by run directory
 _SWEEP: Dict[str, Any] = {}  # the running sweep's directory and progress monitor (main process)
+_RANKS: Dict[str, Any] = {}  # the ranks torchrun or srun started this process among, when main() serves them
 
 
 def register_resolvers() -> None:
@@ -147,23 +148,9 @@ class ValidateConfig(HydraCallback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _end_sweep()
         if config.report.at_end:
-            _write_report(Path(str(config.hydra.sweep.dir)))
+            from .report.cli import report_at_end
 
-
-def _write_report(sweep_dir: Path) -> None:
-    """The sweep's report (table, figures, report.html; a threshold search's tables and fits) once it ends."""
-    from .report.cli import report
-
-    try:
-        r = report(sweep_dir)
-    except Exception as e:  # the runs are safe on disk: the report can be drawn again with cotresnet-report
-        log.error("the sweep report failed (%s: %s); draw it with: cotresnet-report %s", type(e).__name__, e, sweep_dir)
-        return
-    if r["threshold"]:
-        print("\n".join(r["threshold"]["lines"]))
-    for w in r["warnings"]:
-        print(f"warning: {w}")
-    print(f"report: {r['html']}", flush=True)
+            report_at_end(Path(str(config.hydra.sweep.dir)))
 
 
 def _end_sweep(suffix: str = "") -> None:
@@ -265,7 +252,20 @@ def _returned(cfg, summaries: List[dict]):
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig):
-    return run(cfg)
+    from .job.ranks import end_launched_jobs, launched_ranks
+
+    # the tasks of hydra/launcher=slurm each run this job function: rank 0 runs the job, the others follow it
+    ranks = None if _RANKS else launched_ranks()
+    if ranks is None:
+        return run(cfg)
+    if ranks.rank > 0:
+        from .job.follow import follow
+
+        return follow(ranks)
+    try:
+        return run(cfg)
+    finally:
+        end_launched_jobs(ranks)
 
 
 def main() -> None:
@@ -280,6 +280,7 @@ def main() -> None:
     if not (args.shell_completion or args.help or args.hydra_help or args.info or args.cfg):
         refuse_composition_errors()
     interrupt_between_jobs()
+    ranks = _serve_launched_ranks()
     try:
         _hydra_main()
     except (Interrupted, KeyboardInterrupt) as e:
@@ -287,6 +288,27 @@ def main() -> None:
         _end_sweep(" (interrupted: nothing more is launched)")
         print(f"cotresnet: interrupted (exit {code})", file=sys.stderr)
         sys.exit(code)
+    finally:
+        if ranks is not None:
+            from .job.ranks import end_launched_jobs
+
+            end_launched_jobs(ranks)
+
+
+def _serve_launched_ranks():
+    """Under torchrun or srun every rank runs this command: rank 0 goes on into Hydra (one run or a sweep) and
+    returns its place; the others follow its jobs (job.follow) and exit. None when no launcher started ranks."""
+    from .job.ranks import launched_ranks
+
+    ranks = launched_ranks()
+    if ranks is None:
+        return None
+    if ranks.rank > 0:
+        from .job.follow import follow
+
+        sys.exit(1 if follow(ranks) else 0)
+    _RANKS["ranks"] = ranks
+    return ranks
 
 
 if __name__ == "__main__":

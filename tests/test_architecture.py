@@ -11,8 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # each unit's floor: a module may import its own unit or a unit on a lower floor, never one above
-FLOORS = {"cotresnet": 0, "errors": 0, "rundir": 1, "config": 2, "model": 3, "data": 4, "diagnostics": 5,
-          "record": 6, "job": 7, "sweeps": 8, "report": 9, "train": 10, "api": 11, "studies": 12,
+FLOORS = {"cotresnet": 0, "errors": 0, "rundir": 1, "config": 2, "model": 3, "data": 4, "distributed": 4,
+          "diagnostics": 5, "record": 6, "job": 7, "sweeps": 8, "report": 9, "train": 10, "api": 11, "studies": 12,
           "hydra_plugins": 13}
 
 

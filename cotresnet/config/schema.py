@@ -25,6 +25,7 @@ DEPTH_KERNELS = ("gaussian", "bump", "triweight")
 GEOMETRIES = ("cot", "wasserstein")
 PLOT_FORMATS = ("png", "pdf", "svg")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+STRATEGIES = ("auto", "ddp")  # auto: one process, or ddp when trainer.devices x trainer.num_nodes > 1
 SEED_MAX = 2**31 - 1  # every RNG we seed (torch, numpy, python, wandb) accepts it
 # keys that do not change tensor shapes: a sweep over them can run as replicas inside one job
 VECTORIZABLE = ("seed", "init.scale_u", "init.scale_w", "init.scale_b", "optim.dt", "data.seed",
@@ -102,6 +103,11 @@ class TrainerConfig:
     matmul_precision: str = "highest"
     compile: str = "none"  # none | default | reduce-overhead (CUDA graphs; static full-batch shapes)
     threads: Optional[int] = None  # intra-op threads; None: fitted to the CPUs this job has and its size
+    devices: int = 1  # ranks per node (processes; one GPU each with accelerator=gpu)
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp: ranks = devices x num_nodes, in process groups (docs/math.md "Many processes")
+    particle_parallel: int = 1  # S: ranks sharing the M particles of every layer; the other factor splits the samples
+    oversubscribe: bool = False  # allow more CPU ranks on a node than it has cores
     progress: str = "auto"  # auto (a live line on a terminal, log lines otherwise) | bar | log | none
     extra: Dict[str, Any] = field(default_factory=dict)  # further lightning.Trainer options
 

@@ -53,6 +53,7 @@ def validate(cfg) -> None:
     if o.batch_size is not None:
         _at_least("optim.batch_size", o.batch_size, 1)
     _validate_trainer(t)
+    _validate_layout(cfg)
     _validate_flow_time(cfg)
     if cfg.logger.wandb is not None:
         _choice("logger.wandb.mode", cfg.logger.wandb.mode, ("offline", "online", "disabled"))
@@ -211,6 +212,42 @@ def _validate_trainer(t) -> None:
                                   f"allowed: {', '.join(sorted(allowed))}")
 
 
+def _validate_layout(cfg) -> None:
+    """Several ranks (trainer.devices x trainer.num_nodes) run the layered network's full-batch flow: S of them
+    share each layer's particles, the others split the samples (config/layout.py)."""
+    from .layout import Layout
+
+    t, m = cfg.trainer, cfg.model
+    for key in ("devices", "num_nodes", "particle_parallel"):
+        _at_least(f"trainer.{key}", getattr(t, key), 1)
+    _choice("trainer.strategy", t.strategy, C.STRATEGIES)
+    layout = Layout.of(cfg)
+    if layout.ranks % layout.S:
+        raise ConfigError(f"trainer.particle_parallel={layout.S} must divide the ranks trainer.devices x "
+                          f"trainer.num_nodes = {layout.ranks}; set it to one of "
+                          f"{', '.join(str(s) for s in range(1, layout.ranks + 1) if layout.ranks % s == 0)}")
+    if m.M % layout.S:
+        raise ConfigError(f"trainer.particle_parallel={layout.S} must divide model.M={m.M} (each rank holds M / S "
+                          "particles of every layer); choose model.M a multiple of it")
+    if not layout.parallel:
+        return
+    several = f"trainer.devices x trainer.num_nodes = {layout.ranks} ranks"
+    if m.depth_kernel is not None:
+        raise ConfigError(f"{several} run the layered network; with model.depth_kernel use trainer.devices=1 "
+                          "trainer.num_nodes=1")
+    if cfg.sweep.vectorize or cfg.sweep.replicas:
+        raise ConfigError(f"{several} run one network; drop sweep.vectorize (or use trainer.devices=1)")
+    if cfg.optim.batch_size is not None:
+        raise ConfigError(f"{several} run the full-batch flow; set optim.batch_size=null (minibatch SGD runs in "
+                          "one process)")
+    if t.compile != "none":
+        raise ConfigError(f"{several} run eagerly; set trainer.compile=none")
+    if m.integrator == "dopri5" and m.adjoint:
+        raise ConfigError(f"{several}: model.adjoint=true with model.integrator=dopri5 would control the adjoint's "
+                          "error on each rank's own shard of the parameters' adjoint; use model.adjoint=false or "
+                          "model.integrator=rk4")
+
+
 def _validate_sweep(cfg) -> None:
     from .replicas import parse_replica, replica_dirname
 
@@ -240,6 +277,10 @@ def validate_against_data(cfg, d_in: int, d_out: int, n_train: int) -> None:
     if cfg.callbacks.n_probe is not None and cfg.callbacks.n_probe > n_train and cfg.callbacks.kernel_every > 0:
         raise ConfigError(f"callbacks.n_probe={cfg.callbacks.n_probe} is larger than the training set "
                           f"({n_train} samples of data.name={cfg.data.name!r}); it must be <= {n_train}")
+    groups = cfg.trainer.devices * cfg.trainer.num_nodes // cfg.trainer.particle_parallel
+    if groups > n_train:
+        raise ConfigError(f"trainer.devices x trainer.num_nodes / trainer.particle_parallel = {groups} data groups "
+                          f"need at least as many training samples ({n_train}); it must be <= {n_train}")
     if cfg.optim.batch_size is not None and cfg.optim.batch_size > n_train:
         raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} is larger than the training set ({n_train}); "
                           f"it must be <= {n_train}")

@@ -192,7 +192,6 @@ def quadrature_spectrum(rules: List[GaussRule], resolution: float, lam_max: floa
 def _operator(N: int, apply: Callable[[Tensor], Tensor], like: Tensor):
     """A scipy LinearOperator applying a torch map on `like`'s device (ARPACK drives from the CPU)."""
     from scipy.sparse.linalg import LinearOperator
-
     to = lambda v: torch.from_numpy(np.ascontiguousarray(v).reshape(-1)).to(like.device)
     return LinearOperator((N, N), matvec=lambda v: apply(to(v)).cpu().numpy(), dtype=np.float64)
 
@@ -206,8 +205,7 @@ def _top_vector(apply: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
     """A unit approximation of the top eigenvector of a symmetric PSD operator on like's size: ARPACK's
     Lanczos within ARPACK_RESTARTS restarts, else its best Ritz vector, else power iterations. Nothing here
     needs convergence: the callers check what they get (Rayleigh quotient, residual, inertia)."""
-    # scipy's linalg and optimize cost 0.5 s to import: a job without kernel diagnostics never pays
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh  # here: jobs without kernels never import it
 
     N = like.shape[0]
     try:

@@ -55,6 +55,8 @@ class Checkpointer(pl.Callback):
         from .resume import rng_states
 
         ckpt = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        if not trainer.is_global_zero:  # the other ranks took part in gathering the particles; rank 0 writes
+            return
         ckpt["cotresnet"] = {**self.extra, "rng": rng_states(), "global_step": trainer.global_step, "final": final,
                              "format": CHECKPOINT_FORMAT}
         atomic_torch_save(ckpt, self.path)

@@ -15,12 +15,37 @@ from ..rundir.contract import CHECKPOINT_FORMAT
 
 
 def check_device(cfg) -> None:
-    if cfg.trainer.accelerator in ("gpu", "cuda"):
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible "
+            raise ConfigError(f"trainer.accelerator={t.accelerator} but no CUDA device is visible "
                               "(torch.cuda.is_available() is False); use trainer=cpu")
+        if t.devices > torch.cuda.device_count():
+            raise ConfigError(f"trainer.devices={t.devices} ranks of one GPU each, but this node has "
+                              f"{torch.cuda.device_count()} GPUs; it must be <= {torch.cuda.device_count()}")
+    check_ranks(cfg)
+
+
+def check_ranks(cfg) -> None:
+    """The ranks of trainer.devices x trainer.num_nodes can be had: as many as torchrun or SLURM started, or
+    started here on one node, with at most one CPU rank per core unless trainer.oversubscribe."""
+    from .ranks import launched_ranks
+
+    t = cfg.trainer
+    ranks, launched = t.devices * t.num_nodes, launched_ranks()
+    how = "set trainer.devices to the ranks per node and trainer.num_nodes to the nodes"
+    if launched is not None and launched.world != ranks:
+        raise ConfigError(f"trainer.devices x trainer.num_nodes = {ranks} ranks, but {launched.launcher} started "
+                          f"{launched.world}; {how}")
+    if launched is None and t.num_nodes > 1:
+        raise ConfigError(f"trainer.num_nodes={t.num_nodes} needs ranks on every node: launch with torchrun "
+                          "(--nnodes) or SLURM (hydra/launcher=slurm), or set trainer.num_nodes=1")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if t.accelerator == "cpu" and t.devices > cores and not t.oversubscribe:
+        raise ConfigError(f"trainer.devices={t.devices} CPU ranks on a node of {cores} cores (they would spin "
+                          f"against each other); it must be <= {cores}, or set trainer.oversubscribe=true")
 
 
 def check_config(cfg, datasets: Optional[dict] = None):
@@ -209,6 +234,15 @@ def replan(check: JobCheck) -> JobCheck:
     return check
 
 
+def _changed_layout(info: dict, cfg) -> str:
+    """'key: old -> new' for each layout key a checkpoint's run had otherwise (one process before ranks existed)."""
+    from ..config.layout import layout_keys
+
+    new = layout_keys(cfg)
+    old = info.get("layout") or dict.fromkeys(new, 1)
+    return "; ".join(f"{k}: {old.get(k)} -> {v}" for k, v in new.items() if old.get(k) != v)
+
+
 def _stamp(path: Path) -> Optional[tuple]:
     """(inode, size, mtime) of a file, None when it cannot be read: a checkpoint replaced since it was loaded
     (atomically, by another job) has another one."""
@@ -237,6 +271,10 @@ def inspect_checkpoint(path: Path, cfg, ident: dict) -> dict:
         raise ConfigError(f"{where} was written by another version of cotresnet (checkpoint format "
                           f"{info.get('format', 1)}; this one reads {CHECKPOINT_FORMAT}); set resume=never to start "
                           "the run again")
+    changed = _changed_layout(info, cfg)
+    if changed:
+        raise ConfigError(f"{where} was written by ranks in another layout ({changed}); resume needs the same "
+                          "layout (its all-reduces add in that order), or set resume=never to start again")
     if info.get("fingerprint") != ident["fingerprint"]:
         from ..rundir.ownership import differences
 

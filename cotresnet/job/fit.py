@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..config.derived import kernel_samples
+from ..config.layout import layout_keys
 from ..rundir import contract as RD
 from ..rundir.ownership import clear_outputs
 from .checks import JobCheck
@@ -63,25 +64,26 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
-def _trainer(cfg, run_dir: Path, callbacks: list, checkpoint: Optional[Tuple[Path, dict]] = None):
+def _trainer(cfg, run_dir: Path, callbacks: list, checkpoint: Optional[Tuple[Path, dict]] = None, ranks=None):
     """The Lightning Trainer of a job; `checkpoint`: (path, the checkpoint the checks loaded), handed to
-    Lightning's restore instead of a second read of the file."""
+    Lightning's restore instead of a second read of the file; `ranks`: this rank's place (job.ranks.JobRanks)."""
     import lightning as pl
 
     from .callbacks import PreloadedCheckpointIO
 
     quiet_lightning()
     plugins = [PreloadedCheckpointIO(*checkpoint)] if checkpoint else []
-    if "SLURM_JOB_ID" in os.environ:
+    if ranks is None and "SLURM_JOB_ID" in os.environ:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit owns signals and requeueing
     return pl.Trainer(
-        max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator, devices=1, logger=False,
+        max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator, logger=False,
         callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=1,
         precision="64-true" if cfg.model.dtype == "float64" else "32-true", default_root_dir=str(run_dir),
-        plugins=plugins or None, **OmegaConf.to_container(cfg.trainer.extra),
+        plugins=plugins or None, **(ranks.trainer_args(cfg) if ranks else {"devices": 1}),
+        **OmegaConf.to_container(cfg.trainer.extra),
     )
 
 
@@ -93,8 +95,8 @@ def _table(path: Path, columns: List[str], start: int) -> RD.CSVWriter:
     return writer
 
 
-def _network_and_module(check: JobCheck):
-    """The job's network (one, or its members stacked as replicas) and the LightningModule that steps it."""
+def _network_and_module(check: JobCheck, ranks=None):
+    """The job's network (one, its members as replicas, or this rank's shard) and the module that steps it."""
     from ..model.build import student_network
     from ..model.replicas import ReplicatedResNet
     from .module import COTFlowModule
@@ -102,6 +104,8 @@ def _network_and_module(check: JobCheck):
     cfg, members = check.cfg, check.members
     torch.manual_seed(cfg.seed)
     nets = [student_network(m.cfg, m.dataset.d_in, m.dataset.d_out) for m in members]
+    if ranks is not None:
+        return ranks.network_and_module(nets[0], members[0].dataset.n_train, cfg.optim)
     replicated = bool(cfg.sweep.replicas)
     net = ReplicatedResNet(nets) if replicated else nets[0]
     if cfg.model.activation == "relu":
@@ -111,8 +115,9 @@ def _network_and_module(check: JobCheck):
                               cfg.optim.depth_weight)
 
 
-def _diagnostics(check: JobCheck, ctx: JobContext, module, data, start: int, wandb_ids: List[str]):
-    """The FlowDiagnostics callback that keeps the job's record, and each member's loggers and tables."""
+def _diagnostics(check: JobCheck, ctx: JobContext, module, data, start: int, wandb_ids: List[str], writes=True):
+    """The FlowDiagnostics callback that keeps the job's record, and each member's loggers and tables (none on
+    a rank that writes nothing: its record takes the same stops)."""
     from ..config.replicas import replica_dirname
     from ..record import FlowRecord
     from .flow_callback import Cadence, FlowDiagnostics, MemberOutputs
@@ -120,7 +125,7 @@ def _diagnostics(check: JobCheck, ctx: JobContext, module, data, start: int, wan
 
     cfg, first = check.cfg, check.members[0]
     outputs = []
-    for m, wid in zip(check.members, wandb_ids):
+    for m, wid in zip(check.members if writes else [], wandb_ids):
         name = ctx.name + (f"/{replica_dirname(m.replica)}" if m.replica else "")
         swept = [o.split("=", 1)[0].lstrip("+~") for o in ctx.overrides + (m.replica or "").split()
                  if "=" in o and not o.startswith(("sweep.", "hydra"))]
@@ -139,9 +144,10 @@ def _diagnostics(check: JobCheck, ctx: JobContext, module, data, start: int, wan
     return FlowDiagnostics(record, data, outputs, cadence, module.depth_lr_factor)
 
 
-def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
+def fit(check: JobCheck, ctx: JobContext, ranks=None) -> List[dict]:
     """Train every member of the job and write its run directory; returns their summaries. Raises
-    resume.Interrupted after writing everything when a signal stopped training."""
+    resume.Interrupted after writing everything when a signal stopped training. `ranks` (job.ranks.JobRanks):
+    this process is one rank of the job; rank 0 writes, the others compute and return no summary."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from ..data import stack_datasets
@@ -155,35 +161,42 @@ def fit(check: JobCheck, ctx: JobContext) -> List[dict]:
     t0 = time.time()
     cfg, members, plan = check.cfg, check.members, check.plan
     keep_freed_memory()
+    writes = ranks is None or ranks.groups.is_root
     n_threads = threads.configure(cfg.trainer.threads, members[0].dataset.n_train, cfg.model.M, cfg.model.d,
-                                  len(members))
-    prepare(check, ctx)
+                                  len(members), *(ranks.threads_share(cfg) if ranks else ()))
+    if writes:
+        prepare(check, ctx)
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
-    net, module = _network_and_module(check)
+    net, module = _network_and_module(check, ranks)
     info = check.checkpoint_info or {}
     start = info.get("global_step", 0)
     wandb_ids = info.get("wandb_ids") or [uuid.uuid4().hex[:12] for _ in members]
     data = (stack_datasets([m.dataset for m in members]) if cfg.sweep.replicas else members[0].dataset).to(net.u.dtype)
-    diag = _diagnostics(check, ctx, module, data, start, wandb_ids)
+    diag = _diagnostics(check, ctx, module, data, start, wandb_ids, writes)
     checkpointer = Checkpointer(check.run_dir / RD.CHECKPOINT, cfg.checkpoint_every,
                                 {"fingerprint": check.identity["fingerprint"], "identity": check.identity,
-                                 "wandb_ids": wandb_ids})
+                                 "wandb_ids": wandb_ids, "layout": layout_keys(cfg)})
     stop = StopOnRequest()
-    shown = [progress_callback(cfg.trainer.progress, diag.record, cfg.trainer.max_steps,
-                                check.run_dir)] \
-        if cfg.trainer.progress != "none" else []
-    trainer = _trainer(cfg, check.run_dir, [checkpointer, stop, diag, *shown],
-                       (plan.checkpoint, check.checkpoint) if plan.checkpoint is not None else None)
-    dm = FlowDataModule(data, cfg.trainer.max_steps, cfg.optim.batch_size, cfg.seed, start=start)
+    shown = [progress_callback(cfg.trainer.progress, diag.record, cfg.trainer.max_steps, check.run_dir)] \
+        if cfg.trainer.progress != "none" and writes else []
+    # several ranks: what rank 0's signal handlers ask, every rank applies after the same step
+    graceful, agree = ranks.agreement(stop, checkpointer) if ranks else (GracefulStop(stop, checkpointer), [])
+    trainer = _trainer(cfg, check.run_dir, [*agree, checkpointer, stop, diag, *shown],
+                       (plan.checkpoint, check.checkpoint) if plan.checkpoint is not None else None, ranks)
+    dm = FlowDataModule(ranks.samples(data) if ranks else data, cfg.trainer.max_steps, cfg.optim.batch_size, cfg.seed,
+                        start=start)
     if plan.checkpoint is not None:
         log.info("resuming from %s at step %d", plan.checkpoint, start)
         set_rng_states(info["rng"])
-    with GracefulStop(stop, checkpointer):
+    with graceful:
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=str(plan.checkpoint) if plan.checkpoint else None,
                         weights_only=True)
         except SIGTERMException:
             stop.requested = stop.requested or 15
+    module = module.gathered()  # the whole network, on the rank that writes
+    if module is None:
+        return []
     diag.record.finish(trainer.global_step, interrupted=stop.requested is not None)
     diag.final_rows(module)
     summaries = [_finish(m, r, module, diag, t0, n_threads) for r, m in enumerate(members)]
@@ -196,13 +209,11 @@ def versions() -> dict:
     import platform
     from importlib.metadata import version
 
-    import hydra
-    import lightning
-
     from .. import __version__
 
-    return {"cotresnet": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
-            "torchdiffeq": version("torchdiffeq"), "hydra": hydra.__version__, "python": platform.python_version()}
+    packages = {"torch": "torch", "lightning": "lightning", "torchdiffeq": "torchdiffeq", "hydra": "hydra-core"}
+    return {"cotresnet": __version__, **{k: version(p) for k, p in packages.items()},
+            "python": platform.python_version()}
 
 
 def _finish(m, r: int, module, diag, t0: float, n_threads: int) -> dict:
@@ -257,6 +268,7 @@ def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
     leaves traceback.txt and a `failed` summary, and the exception propagates."""
     from ..rundir.ownership import RunLock
     from .checks import replan
+    from .ranks import job_ranks
     from .resume import Interrupted
 
     if check.plan.action == "done":  # a finished run is read, never written: no lock (its directory may be read-only)
@@ -278,7 +290,8 @@ def execute(check: JobCheck, ctx: JobContext) -> Tuple[str, List[dict]]:
                 log.info("%s: %s", check.plan.action, check.plan.reason)
             threads_before = torch.get_num_threads()  # fit sets the job's own; the process keeps its own
             try:
-                return check.plan.action, fit(check, ctx)
+                with job_ranks(check) as ranks:  # one process, or the job's ranks joined in its process group
+                    return check.plan.action, fit(check, ctx, ranks)
             finally:
                 torch.set_num_threads(threads_before)
         except Exception as e:

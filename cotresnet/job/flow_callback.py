@@ -82,15 +82,18 @@ class FlowDiagnostics(pl.Callback):
         return "FlowDiagnostics"
 
     def on_fit_start(self, trainer, pl_module):
-        for r, m in enumerate(self.record.members):
-            if m.init is None:
-                m.init = pl_module.member_net(r).particles()
+        if any(m.init is None for m in self.record.members):  # a resumed run's record holds them (on every rank)
+            whole = pl_module.gathered()
+            for r, m in enumerate(self.record.members):
+                m.init = whole.member_net(r).particles() if whole is not None else None
         # |theta_0| in the flow's metric (a moving depth weighted by kappa), from the initial particles: with the
-        # path so far it bounds |theta_k| (a resumed run gets the same bound, bit for bit)
+        # path so far it bounds |theta_k| (a resumed run gets the same bound, bit for bit). A rank that writes no
+        # row has none; the stops its record decides never depend on it.
         kappa = self.depth_weight if self.depth_weight is not None else 0.0
         L, M = pl_module.net.L, pl_module.net.M
         self._theta0 = np.array([math.sqrt(sum(float(m.init[k].double().pow(2).sum()) * (kappa if k == "s" else 1.0)
-                                               for k in m.init) / (L * M)) for m in self.record.members])
+                                               for k in m.init) / (L * M)) if m.init is not None else 0.0
+                                 for m in self.record.members])
 
     def _stats(self, module):
         """(risk, G, step length, depth step) of every member for this step: (R,) float64 arrays on the host,
@@ -98,9 +101,8 @@ class FlowDiagnostics(pl.Callback):
         Under minibatch SGD (one network) risk and G are the whole training set's."""
         L, M = module.net.L, module.net.M
         if module.members == 1 and module.depth_lr_factor is None:  # one network: one fused call, 0-dim norms
-            norms = torch._foreach_norm(module.theta_grads())
-            host = torch.stack([module.last_risk.reshape(()), *norms]).double().cpu().numpy()[:, None]
-            depth = None
+            host = module.step_numbers().cpu().numpy()[:, None]
+            norms, depth = host[1:], None
         else:
             norms = [torch.linalg.vector_norm(g.flatten(1), dim=1) for g in module.member_tensors(grads=True)]
             depth = module.depth_steps()
@@ -154,6 +156,9 @@ class FlowDiagnostics(pl.Callback):
                   rows: Optional[dict] = None) -> None:
         """Complete and log each member's row: test metrics (every member in one pass), depth marginal,
         kernels and distances when due (or switched on, `final`)."""
+        module = module.gathered()  # the whole network where rows are written (one gather across particle shards)
+        if module is None:
+            return
         c = self.cadence
         rows = rows or {r: self.record.step_row(r) for r in members}
         tests = D.evaluate_members(module.net, self.data, members)
@@ -241,6 +246,9 @@ class FlowDiagnostics(pl.Callback):
     def _diverged(self, module, r: int, risk: float) -> None:
         """The row of a member that diverged at this step: its particles stay theta_k, whose risk may still be
         finite (then the row describes them); else the last finite step's row, when it was not logged."""
+        module = module.gathered()
+        if module is None:
+            return
         rec = self.record
         row = rec.diverged_row(r, risk, module.tau(r))
         if row is not None:
@@ -253,7 +261,7 @@ class FlowDiagnostics(pl.Callback):
 
     def final_rows(self, module) -> None:
         """The row of each member's final particles, theta_steps with its own step count (none for a diverged
-        flow), every diagnostic switched on."""
+        flow), every diagnostic switched on; `module` holds the whole network (module.gathered())."""
         rows = {}
         for r in range(self.record.R):
             if self.record.status_of(r) == "diverged":

@@ -77,6 +77,16 @@ class COTFlowModule(pl.LightningModule):
             with torch.no_grad():  # the model is invariant under the fold: it only undoes a discrete overshoot
                 self.net.s.copy_(fold_depth(self.net.s))
 
+    def step_numbers(self) -> torch.Tensor:
+        """(4,) float64: the risk of this step's particles and the norms |dL/du|, |dL/dw|, |dL/db| (one network;
+        one fused norm call)."""
+        return torch.stack([self.last_risk.reshape(()), *torch._foreach_norm(self.theta_grads())]).double()
+
+    def gathered(self) -> Optional[COTFlowModule]:
+        """This module with the whole network, where a job's rows are written (one process: itself; see
+        job.parallel.ShardedFlowModule for a rank's shard)."""
+        return self
+
     def member_net(self, r: int) -> MeanFieldResNet:
         """Member r's network: the network itself, or replica r of a ReplicatedResNet (sharing storage,
         detached)."""

@@ -54,7 +54,7 @@ class GracefulStop:
     def __init__(self, stop, checkpointer):
         self.stop, self.checkpointer, self.previous = stop, checkpointer, {}
 
-    def _request(self, signum, frame):
+    def request_stop(self, signum, frame):
         if self.stop.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         log.warning("signal %d: stopping after this step (a checkpoint is written)", signum)
@@ -70,7 +70,7 @@ class GracefulStop:
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach the main thread only
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self.previous[sig] = signal.signal(sig, self._request)
+            self.previous[sig] = signal.signal(sig, self.request_stop)
         if callable(signal.getsignal(signal.SIGUSR2)):  # submitit's requeue handler
             self.previous[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, self._preempted)
         return self

@@ -32,19 +32,22 @@ def auto_threads(n_samples: int, M: int, d: int, replicas: int = 1) -> int:
     return 1 if n_samples * M * d * replicas < SMALL_WORK else available_cpus()
 
 
-def configure(requested, n_samples: int, M: int, d: int, replicas: int = 1) -> int:
+def configure(requested, n_samples: int, M: int, d: int, replicas: int = 1, ranks_per_node: int = 1) -> int:
     """Set torch's intra-op threads (trainer.threads, or the automatic choice), at most the CPUs this process
     may use (more spin against each other and against every other process on the machine: trainer.threads
-    = 10000 started 20,000 threads and a load of 3,584 on a shared machine); returns the count."""
+    = 10000 started 20,000 threads and a load of 3,584 on a shared machine); returns the count. The ranks of a
+    job on one node share its CPUs: each gets cpus // ranks (Lightning's rule for its DDP processes); n_samples
+    and M are this rank's."""
     import logging
 
     import torch
 
+    cpus = max(1, available_cpus() // ranks_per_node)
     n = requested or auto_threads(n_samples, M, d, replicas)
-    if n > available_cpus():
+    if n > cpus:
         logging.getLogger("cotresnet").warning(
             "trainer.threads=%d lowered to %d: the CPUs this process may use (affinity mask, SLURM allocation, "
-            "launcher share)", n, available_cpus())
-        n = available_cpus()
+            "launcher share, divided among the job's ranks on this node)", n, cpus)
+        n = cpus
     torch.set_num_threads(n)
     return n

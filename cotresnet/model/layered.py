@@ -61,6 +61,11 @@ class MeanFieldResNet(SpecDims, nn.Module):
     readout: (d_out, d).
     """
 
+    # one rank's shard of the particles (distributed.ShardedResNet) completes each layer's sum over particles with
+    # its ParticleSum, and its ODE solvers control the error of the whole batch with its own norm
+    particle_sum = None
+    ode_options: Dict[str, object] = {}
+
     def __init__(self, particles: Particles, spec: NetworkSpec, embedding: Tensor, readout: Tensor):
         super().__init__()
         check_shapes(spec, particles, embedding, readout)
@@ -99,7 +104,7 @@ class MeanFieldResNet(SpecDims, nn.Module):
         """X at the layer boundaries s = 0, 1/L, .., 1: (L + 1, N, d), with the configured integrator."""
         s = self.spec
         if s.euler:
-            return torch.stack(euler_flow(X0, self.u, self.w, self.b, s.activation, s.backprop))
+            return torch.stack(euler_flow(X0, self.u, self.w, self.b, s.activation, s.backprop, self.particle_sum))
         bnd = self.boundaries(X0.dtype, X0.device)
         from torchdiffeq import odeint, odeint_adjoint  # it imports scipy (0.4 s): Euler jobs never pay
 
@@ -107,7 +112,7 @@ class MeanFieldResNet(SpecDims, nn.Module):
         extra = {"adjoint_params": tuple(self.parameters())} if s.adjoint else {}
         if s.integrator == "dopri5":
             return solve(_LayerField(self), X0, bnd, method="dopri5", rtol=s.rtol, atol=s.atol,
-                         options={"jump_t": bnd[1:-1]}, **extra)
+                         options={"jump_t": bnd[1:-1], **self.ode_options}, **extra)
         if s.integrator == "euler":
             return solve(_LayerField(self), X0, bnd, method="euler", options={"perturb": True}, **extra)
         sol = solve(_LayerField(self), X0, self.time_grid(X0.dtype, X0.device), method="rk4",
@@ -118,7 +123,7 @@ class MeanFieldResNet(SpecDims, nn.Module):
         """X(1) from X(0): (N, d) -> (N, d)."""
         s = self.spec
         if s.euler:
-            return euler_flow(X0, self.u, self.w, self.b, s.activation, s.backprop)[-1]
+            return euler_flow(X0, self.u, self.w, self.b, s.activation, s.backprop, self.particle_sum)[-1]
         return self.states(X0)[-1]
 
     def forward(self, x: Tensor) -> Tensor:

@@ -78,6 +78,23 @@ def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None, formats
     return result
 
 
+def report_at_end(sweep_dir: Path) -> None:
+    """The sweep's report once it ends, what it found printed (a failure logged: the runs are safe on disk)."""
+    import logging
+
+    try:
+        r = report(sweep_dir)
+    except Exception as e:
+        logging.getLogger("cotresnet").error("the sweep report failed (%s: %s); draw it with: cotresnet-report %s",
+                                             type(e).__name__, e, sweep_dir)
+        return
+    if r["threshold"]:
+        print("\n".join(r["threshold"]["lines"]))
+    for w in r["warnings"]:
+        print(f"warning: {w}")
+    print(f"report: {r['html']}", flush=True)
+
+
 # every page a report draws: one left from an earlier report that this one does not draw would pass for current
 PAGES = ("metrics", "heatmaps", "risk_curves", "geometry", "threshold_phase_diagram", "threshold_fractions")
 

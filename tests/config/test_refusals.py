@@ -90,6 +90,19 @@ BAD = [  # (overrides, what the message must name)
     (["model.L=abc"], "model.L"), (["model.width=3"], "model.width"), (["optim.dt=fast"], "optim.dt"),
     (["data=nosuchdata"], "data"), (["model.M=1,2"], "model.M"), (["experiment=nosuch"], "experiment"),
     (["model.L=[1,2]"], "model.L"), (["seed=1.5"], "seed"),
+    (["trainer.devices=0"], "trainer.devices"), (["trainer.num_nodes=0"], "trainer.num_nodes"),
+    (["trainer.strategy=fsdp"], "trainer.strategy"), (["trainer.particle_parallel=0"], "trainer.particle_parallel"),
+    (["trainer.devices=2", "trainer.particle_parallel=3"], "trainer.particle_parallel"),
+    (["trainer.particle_parallel=2"], "trainer.particle_parallel"),
+    (["model.M=9", "trainer.devices=2", "trainer.particle_parallel=2"], "model.M"),
+    (["trainer.devices=2", "model.depth_kernel=bump"], "model.depth_kernel"),
+    (["trainer.devices=2", "sweep.replicas=['seed=1']"], "sweep.vectorize"),
+    (["trainer.devices=2", "optim.batch_size=4"], "optim.batch_size"),
+    (["trainer.devices=2", "trainer.compile=default"], "trainer.compile"),
+    (["trainer.devices=2", "model.integrator=dopri5", "model.adjoint=true"], "model.adjoint"),
+    (["trainer.devices=2", "data.n_train=1"], "trainer.devices x trainer.num_nodes / trainer.particle_parallel"),
+    (["trainer.devices=4096", "trainer.particle_parallel=4096", "model.M=4096"], "trainer.oversubscribe"),
+    (["trainer.num_nodes=2"], "trainer.num_nodes=2"),
 ]
 
 

@@ -1,6 +1,7 @@
 """A real one-node SLURM cluster on 127.0.0.1: a sweep through the submitit SLURM launcher, a job
 requeued mid-run (scontrol requeue), a job pre-empted with SIGUSR2 (checkpoint, requeue, resume)."""
 import json
+import math
 import subprocess
 import time
 
@@ -41,6 +42,24 @@ def test_sweep_through_the_slurm_launcher(cluster, tmp_path):
             assert (job / name).is_file()
     assert len(list((out / ".submitit").iterdir())) >= 4  # really went through sbatch
     assert "4 runs: 4 finished" in r.stdout
+
+
+def test_a_two_task_job_trains_one_flow_into_one_run_directory(cluster, tmp_path):
+    """trainer.devices=2: two SLURM tasks (SLURMEnvironment gives their ranks), one flow, one run directory."""
+    out = tmp_path / "sweep"
+    small = ["model.L=3", "model.M=8", "data.n_train=16", "callbacks.n_probe=8", "trainer.max_steps=20",
+             "model.dtype=float64", "trainer.converge_ratio=0"]
+    r = cli(TRAIN + ["-m", *LAUNCH, *small, "trainer.devices=2", "trainer.particle_parallel=2",
+                     f"hydra.sweep.dir={out}"], cwd=tmp_path, env=cluster.env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (job,) = [p for p in out.iterdir() if (p / ".hydra").is_dir()]
+    assert sorted(p.name for p in out.iterdir()) == sorted([".submitit", job.name, "multirun.yaml"])
+    assert len(list((out / ".submitit").glob("*/*_log.out"))) == 2  # one log per task: two ranks
+    ref = tmp_path / "ref"
+    assert cli(TRAIN + [*small, "plots=[]", f"hydra.run.dir={ref}"], cwd=tmp_path).returncode == 0
+    got, want = (json.loads((d / "summary.json").read_text()) for d in (job, ref))
+    assert got["status"] == "max_steps" and math.isclose(got["final"]["risk_train"], want["final"]["risk_train"],
+                                                         rel_tol=1e-10)
 
 
 def _job_id(cluster):
