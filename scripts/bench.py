@@ -267,14 +267,18 @@ def size_rows(row, args, device, n) -> None:
 
 
 def diagnostics_rows(row, args, device) -> None:
-    """The default job (256 teacher samples, L=16, M=128, default cadences) with and without diagnostics."""
+    """The default job (256 teacher samples, L=16, M=128, default cadences) with and without diagnostics, in a
+    heap that keeps freed memory as every job's does (job/fit.py): else each kernel evaluation's large
+    temporaries go back to the kernel and the steps after it fault their pages in again."""
     from cotresnet.config.derived import kernel_samples
     from cotresnet.job.checks import check_config
+    from cotresnet.job.memory import keep_freed_memory
     from cotresnet.model.build import student_network
     from cotresnet.train import compose_config
 
     cfg = compose_config([f"trainer.max_steps={300 if args.quick else 1500}"])
     data = check_config(cfg)
+    keep_freed_memory()
 
     def default_job(with_diag):
         net = student_network(cfg, data.d_in, data.d_out).to(device)

@@ -74,7 +74,7 @@ def test_two_ranks_equal_one_process(tmp_path):
         for job in jobs:
             if f"model.integrator={integrator}" in job.name:
                 assert_same_flow(job, ref)
-    assert "4 jobs: 4 finished" in r.stdout
+    assert "4 runs: 4 finished" in r.stdout
 
 
 def _children(pid: int):
@@ -176,4 +176,4 @@ def test_a_sweep_of_two_rank_jobs_leaves_one_run_directory_and_one_wandb_run_per
         assert len(list((job / "wandb").glob("offline-run-*"))) == 1
         assert json.loads((job / "summary.json").read_text())["status"] == "max_steps"
         assert list(pd.read_csv(job / "metrics.csv")["step"]) == list(range(0, 13, 2))  # each row written once
-    assert "2 jobs: 2 finished" in r.stdout
+    assert "2 runs: 2 finished" in r.stdout

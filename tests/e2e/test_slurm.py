@@ -53,7 +53,8 @@ def test_a_two_task_job_trains_one_flow_into_one_run_directory(cluster, tmp_path
                      f"hydra.sweep.dir={out}"], cwd=tmp_path, env=cluster.env)
     assert r.returncode == 0, r.stderr[-3000:]
     (job,) = [p for p in out.iterdir() if (p / ".hydra").is_dir()]
-    assert sorted(p.name for p in out.iterdir()) == sorted([".submitit", job.name, "multirun.yaml"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([".submitit", job.name, "multirun.yaml", "report",
+                                                            "sweep_plan.json"])
     assert len(list((out / ".submitit").glob("*/*_log.out"))) == 2  # one log per task: two ranks
     ref = tmp_path / "ref"
     assert cli(TRAIN + [*small, "plots=[]", f"hydra.run.dir={ref}"], cwd=tmp_path).returncode == 0
