@@ -267,18 +267,14 @@ def size_rows(row, args, device, n) -> None:
 
 
 def diagnostics_rows(row, args, device) -> None:
-    """The default job (256 teacher samples, L=16, M=128, default cadences) with and without diagnostics, in a
-    heap that keeps freed memory as every job's does (job/fit.py): else each kernel evaluation's large
-    temporaries go back to the kernel and the steps after it fault their pages in again."""
+    """The default job (256 teacher samples, L=16, M=128, default cadences) with and without diagnostics."""
     from cotresnet.config.derived import kernel_samples
     from cotresnet.job.checks import check_config
-    from cotresnet.job.memory import keep_freed_memory
     from cotresnet.model.build import student_network
     from cotresnet.train import compose_config
 
     cfg = compose_config([f"trainer.max_steps={300 if args.quick else 1500}"])
     data = check_config(cfg)
-    keep_freed_memory()
 
     def default_job(with_diag):
         net = student_network(cfg, data.d_in, data.d_out).to(device)
@@ -372,14 +368,10 @@ def time_once(f, device):
 def depth_rows(row, args, device, n) -> None:
     """Depth-mobile particles (Wasserstein flow, kappa 10) against the layered Euler ResNet of the same
     (N, d, L, M): experiment=cot_vs_wasserstein's size and the framework's default (its kernel samples: the
-    whole training set, n d_out <= callbacks.kernel_max_dim). Run last: it keeps freed memory in the heap,
-    as every job does (job/fit.py), for the rest of the process (the depth-mobile step allocates and frees
-    its (stages, N, J) buffers every step)."""
+    whole training set, n d_out <= callbacks.kernel_max_dim)."""
     from cotresnet import diagnostics as D
     from cotresnet.diagnostics import depth as depth_diagnostics
-    from cotresnet.job.memory import keep_freed_memory
 
-    keep_freed_memory()
     kappa = 10.0
     for (N, d, L, M), d_in, d_out in [((32, 3, 4, 8), 2, 2), ((256, 8, 16, 128), 4, 2)]:
         layered, depth, x, y = depth_pair(N, d, L, M, d_in, d_out, device)
@@ -400,6 +392,11 @@ def depth_rows(row, args, device, n) -> None:
 
 
 def main(argv=None):
+    from cotresnet.job.memory import keep_freed_memory
+
+    # every row runs in the heap every job has (job/fit.py): freed memory stays in it, so a step that allocates
+    # what the last one freed (or what a kernel evaluation freed) does not fault its pages in again
+    keep_freed_memory()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", action="store_true", help="run on cuda:0 with GPU-sized shapes")
@@ -423,7 +420,7 @@ def main(argv=None):
               "replicas": lambda: replica_and_integrator_rows(row, args, device, n),
               "startup": lambda: None if args.gpu else startup_rows(row, args),
               "depth": lambda: depth_rows(row, args, device, n)}
-    for name in ROW_GROUPS:  # depth last whatever --only's order (depth_rows)
+    for name in ROW_GROUPS:
         if name in args.only:
             groups[name]()
     args.json.write_text(json.dumps({"device": str(device), "rows": rows}, indent=2))

@@ -49,7 +49,6 @@ def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None, formats
     (default SWEEP_DIR/report); returns what it wrote and found."""
     from ..sweeps.threshold_tables import SEARCH
     from .figures import sweep_figures
-    from .threshold import threshold_report
 
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out else sweep_dir / RD.REPORT
@@ -65,12 +64,14 @@ def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None, formats
                                       settings["x"]) if not df.empty else ([], ["no runs found"])
     threshold = None
     if search:  # its boundary, fits and scaling law
+        from .threshold import threshold_report
+
         threshold = threshold_report(sweep_dir, out, formats)
         written += threshold["figures"]
         warnings += threshold["warnings"]
     _remove_stale_pages(out, written)
     warnings += _grown_risk_warnings(df)
-    result = {"table": df, "swept": keys, "figures": written, "line": count_statuses(sweep_dir), "out": out,
+    result = {"table": df, "swept": keys, "figures": written, "line": count_statuses(sweep_dir, df), "out": out,
               "threshold": threshold, "warnings": warnings}
     from .html import write_report_html
 

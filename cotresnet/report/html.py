@@ -145,7 +145,7 @@ def write_report_html(sweep_dir: Path, result: Dict[str, object]) -> Path:
         f"<h1>Sweep {html.escape(sweep_dir.name)}</h1>",
         f"<p class=meta>{html.escape(str(sweep_dir))} · written {datetime.datetime.now():%Y-%m-%d %H:%M} · "
         f"<a href=report.csv>report.csv</a> · <a href=report.parquet>report.parquet</a></p>",
-        "<pre>" + html.escape("\n".join([str(result["line"]), *status_lines(sweep_dir)[1:]])) + "</pre>",
+        "<pre>" + html.escape("\n".join([str(result["line"]), *status_lines(sweep_dir, df)[1:]])) + "</pre>",
         f"<h2>Swept keys</h2><ul>{swept or '<li>none</li>'}</ul>",
     ]
     if warnings:

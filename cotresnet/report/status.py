@@ -41,14 +41,15 @@ def _names(names: List[str]) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
-def status_lines(sweep_dir: Path) -> List[str]:
-    """The status of a sweep directory in a few lines (or of a single run directory in one)."""
+def status_lines(sweep_dir: Path, df=None) -> List[str]:
+    """The status of a sweep directory in a few lines (or of a single run directory in one); `df`: the sweep's
+    table when it is already collected."""
     from .sweep import collect
 
     sweep_dir = Path(sweep_dir)
     if (sweep_dir / RD.IDENTITY).exists() and not (sweep_dir / RD.SWEEP_PLAN).exists():
         return [_run_line(sweep_dir)]
-    df, plan = collect(sweep_dir), RD.read_sweep_plan(sweep_dir)
+    df, plan = collect(sweep_dir) if df is None else df, RD.read_sweep_plan(sweep_dir)
     groups, found = run_groups(df), len(df)
     jobs = f" in {df['job_dir'].nunique()} jobs" if found and df["job_dir"].nunique() != found else ""
     if plan and plan.get("runs") is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pandas as pd
 import yaml
@@ -24,7 +24,8 @@ METRICS = ["log10_risk_ratio", "min_pl_ratio", "lambda_min_tangent_init", "risk_
 
 def read_yaml(path: Path):
     try:
-        return yaml.safe_load(path.read_text())
+        # libyaml's loader where PyYAML has it: a sweep report reads every job's config (0.01 s each in Python)
+        return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise RD.RunDirError(f"{path}: not readable YAML ({e})") from e
 
@@ -161,10 +162,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def count_statuses(sweep_dir: Path) -> str:
+def count_statuses(sweep_dir: Path, df: Optional[pd.DataFrame] = None) -> str:
     """One line: how many runs (in how many jobs, where vectorized jobs train several), finished, diverged,
-    failed (and others), naming the bad ones."""
-    df = collect(sweep_dir)
+    failed (and others), naming the bad ones. `df`: the sweep's table when it is already collected."""
+    df = collect(sweep_dir) if df is None else df
     if df.empty:
         return f"sweep {sweep_dir}: no runs found"
     st, jobs = df["status"], df["job_dir"].nunique()

@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
 import numpy as np
 import pandas as pd
 
 from ..rundir import contract as RD
 from ..rundir.atomic import atomic_write_bytes
-from .threshold import ThresholdSearch
+
+if TYPE_CHECKING:  # the search's statistics import scipy.stats (1 s): reading its tables needs none of it
+    from .threshold import ThresholdSearch
 
 SEARCH, OUTCOMES = "threshold_search.json", "threshold_outcomes.csv"
 POINTS, BRACKETS = "threshold_points.csv", "threshold_brackets.csv"
