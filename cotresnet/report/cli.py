@@ -52,8 +52,12 @@ def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None, formats
 
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out else sweep_dir / RD.REPORT
-    out.mkdir(parents=True, exist_ok=True)
     df = collect(sweep_dir)
+    unknown = [m for m in metrics or [] if not df.empty and m not in df]
+    if unknown:
+        raise ValueError(f"--metric {', '.join(unknown)}: not a column of the sweep's table; one of "
+                         f"{', '.join(sorted(c for c in df.columns if not c.startswith(('cfg.', 'sweep.'))))}")
+    out.mkdir(parents=True, exist_ok=True)
     keys = swept_keys(sweep_dir)
     settings = report_settings(sweep_dir)
     if not df.empty:
@@ -131,7 +135,11 @@ def main(argv=None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"cotresnet-report: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
-    r = report(args.sweep_dir, args.out, args.metric, args.format)
+    try:
+        r = report(args.sweep_dir, args.out, args.metric, args.format)
+    except ValueError as e:  # a wrong metric name: refused before any file is written
+        print(f"cotresnet-report: {e}", file=sys.stderr)
+        return 2
     print(r["line"])
     if r["threshold"]:
         print("\n".join(r["threshold"]["lines"]))

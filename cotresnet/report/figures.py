@@ -92,8 +92,9 @@ def risk_curves(df: pd.DataFrame, key: KeyAxis, read):
     if certified:
         ax.plot([], [], "--", color="0.3", lw=0.9, label="certified: ℒ(0)·exp(−c₀t), mean c₀ of the colour")
     log_axis(ax)
-    if lo:
+    if lo:  # the finished runs set both ranges: an unfinished one stops wherever it stopped
         ax.set_ylim(min(lo) / 2, max(hi) * 2)
+        ax.set_xlim(0.0, t_end * 1.02)
     ax.set_xlabel(label("flow_time"))
     ax.set_ylabel(label("risk_train"))
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6.5)

@@ -37,7 +37,7 @@ GLOSSARY = ("ℒ(t)/ℒ(0): final over initial training risk. min G/ℒ: the sma
             "certificate proves, observed: the one measured. inside R₀: the path stayed within the certified "
             "radius. theorem: whether the run meets the theorem's conditions (smooth activation, the full "
             "kernel, a resolved eigenvalue, a step small enough to follow the flow); where not, the "
-            "certificate is a probe, not a proof. Run directories hold no figure: `cotresnet-plot RUN_DIR` "
+            "certificate is a measurement, not a proof. Run directories hold no figure: `cotresnet-plot RUN_DIR` "
             "draws one.")
 # the table's columns: (title, column, format)
 COLUMNS = [("ℒ(t)/ℒ(0)", "log10_risk_ratio", "ratio"), ("test risk", "risk_test", "g"),
@@ -133,7 +133,8 @@ def write_report_html(sweep_dir: Path, result: Dict[str, object]) -> Path:
             outside = outside[outside != "yes"]
             if len(outside):
                 warnings.append(f"{len(outside)} of {len(df)} runs are outside the theorem's conditions (their "
-                                "certificate is a probe, not a proof): see the runs table's column 'theorem'")
+                                "certificate is a measurement there, not a proof): see the runs table's column "
+                                "'theorem' for the condition each lacks")
     values = {k: [str(v) for v in dict.fromkeys(sorted(df[f"sweep.{k}"].dropna(), key=_order))] for k in keys
               if f"sweep.{k}" in df}
     swept = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(', '.join(v))}</li>" for k, v in values.items())

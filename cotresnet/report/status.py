@@ -44,7 +44,7 @@ def _names(names: List[str]) -> str:
 def status_lines(sweep_dir: Path, df=None) -> List[str]:
     """The status of a sweep directory in a few lines (or of a single run directory in one); `df`: the sweep's
     table when it is already collected."""
-    from .sweep import collect
+    from .sweep import collect, count_text
 
     sweep_dir = Path(sweep_dir)
     if (sweep_dir / RD.IDENTITY).exists() and not (sweep_dir / RD.SWEEP_PLAN).exists():
@@ -54,10 +54,11 @@ def status_lines(sweep_dir: Path, df=None) -> List[str]:
     jobs = f" in {df['job_dir'].nunique()} jobs" if found and df["job_dir"].nunique() != found else ""
     if plan and plan.get("runs") is not None:
         limit = "at most " if plan.get("bound") else ""
-        head = (f"sweep {sweep_dir.name} ({plan['sweeper']} sweeper): {found} runs{jobs} found, {limit}{plan['runs']} "
-                "planned" + (" if its brackets hold" if plan.get("bound") else ""))
+        head = (f"sweep {sweep_dir.name} ({plan['sweeper']} sweeper): {count_text(found, 'run')}{jobs} found, "
+                f"{limit}{plan['runs']} planned" + (" if its brackets hold" if plan.get("bound") else ""))
     else:
-        head = f"sweep {sweep_dir.name}: {found} runs{jobs} found, no plan known (sweep_plan.json absent or open-ended)"
+        head = (f"sweep {sweep_dir.name}: {count_text(found, 'run')}{jobs} found, no plan known (sweep_plan.json "
+                "absent or open-ended)")
     lines = [head]
     detail = ""
     if found:

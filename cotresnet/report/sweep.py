@@ -158,7 +158,8 @@ def sweep_progress(sweep_dir: Path) -> Dict[str, int]:
             "running": running}
 
 
-def _count(n: int, noun: str) -> str:
+def count_text(n: int, noun: str) -> str:
+    """`1 run`, `2 runs`."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
@@ -169,8 +170,8 @@ def count_statuses(sweep_dir: Path, df: Optional[pd.DataFrame] = None) -> str:
     if df.empty:
         return f"sweep {sweep_dir}: no runs found"
     st, jobs = df["status"], df["job_dir"].nunique()
-    in_jobs = f" in {_count(jobs, 'job')}" if jobs != len(df) else ""
-    line = (f"sweep {Path(sweep_dir).name}: {_count(len(df), 'run')}{in_jobs}: {int(st.isin(RD.FINISHED).sum())} finished "
+    in_jobs = f" in {count_text(jobs, 'job')}" if jobs != len(df) else ""
+    line = (f"sweep {Path(sweep_dir).name}: {count_text(len(df), 'run')}{in_jobs}: {int(st.isin(RD.FINISHED).sum())} finished "
             f"({int((st == 'converged').sum())} converged), {int((st == 'diverged').sum())} diverged, "
             f"{int((st == 'failed').sum())} failed")
     other = df[~st.isin(RD.FINISHED + ("diverged", "failed"))]

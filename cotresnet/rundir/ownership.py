@@ -75,6 +75,12 @@ def differences(old: dict, new: dict) -> List[str]:
     return out
 
 
+# The run locks this process holds. A POSIX lock belongs to the process: closing any descriptor of the file
+# drops it, and F_GETLK never reports the process's own lock, so this process asks here, never opening a lock
+# file it holds (a sweep's monitor thread checks its jobs' locks while they train in this process).
+_HELD: Dict[Path, RunLock] = {}
+
+
 class RunLock:
     """An exclusive POSIX lock on <run dir>/.lock for the job's life. The file stays empty (a rerun that
     finds the run done changes no byte); a second job learns the holder's pid from F_GETLK."""
@@ -85,6 +91,9 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.resolve() in _HELD:
+            raise ConfigError(f"run directory {self.path.parent} is in use by this process ({os.getpid()}) "
+                              "(one job per run directory); choose another hydra.run.dir")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,6 +103,7 @@ class RunLock:
             raise ConfigError(f"run directory {self.path.parent} is in use by process {holder} "
                               "(one job per run directory); wait for it or choose another hydra.run.dir") from e
         self.fd = fd
+        _HELD[self.path.resolve()] = self
         return self
 
     @staticmethod
@@ -104,6 +114,7 @@ class RunLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            _HELD.pop(self.path.resolve(), None)
             os.close(self.fd)  # closing drops the POSIX lock
             self.fd = None
 
@@ -240,6 +251,8 @@ def data_digest(tensors: Dict[str, object]) -> str:
 def lock_holder(run_dir: Path) -> Optional[int]:
     """The pid of the job holding a run directory's lock, or None (read-only: no lock file is created)."""
     path = Path(run_dir) / RD.LOCK
+    if path.resolve() in _HELD:
+        return os.getpid()
     if not path.exists():
         return None
     fd = os.open(path, os.O_RDWR)

@@ -154,3 +154,15 @@ def test_diagnose_names_the_bad_file_and_range_checks_n_probe(tmp_path, run_smal
     (run / "particles.pt").unlink()
     assert main([str(run)]) == 2 and "particles.pt: missing" in capsys.readouterr().err
     assert main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_unknown_metric_is_refused_and_the_report_kept(tmp_path, capsys):
+    from cotresnet.report.cli import main
+
+    sweep = fake_sweep(tmp_path, "activation")
+    assert main([str(sweep)]) == 0
+    pages = {p.name: p.read_bytes() for p in (sweep / RD.REPORT).iterdir()}
+    assert main([str(sweep), "--metric", "min_pl_ratio", "--metric", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "--metric bogus: not a column" in err and "min_pl_ratio" in err and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in (sweep / RD.REPORT).iterdir()} == pages
