@@ -147,13 +147,15 @@ def swept_keys(sweep_dir: Path) -> List[str]:
 
 def sweep_progress(sweep_dir: Path) -> Dict[str, int]:
     """Counts for a sweep line: done (finished or diverged), failed (failed, corrupt), diverged, running
-    (a job holding its run directory's lock)."""
+    (a job holding its run directory's lock, an interrupted one resumed included)."""
     from ..rundir.ownership import lock_holder
 
     df = collect(sweep_dir)
     st = df["status"] if not df.empty else pd.Series([], dtype=object)
-    running = sum(1 for j in run_dirs(sweep_dir) if not (j / RD.SUMMARY).exists() and lock_holder(j) is not None)
-    return {"done": int(st.isin(RD.FINISHED + ("diverged", "interrupted")).sum()),
+    done = st.isin(RD.FINISHED + ("diverged",))
+    ended = {Path(p).resolve() for p in df["path"][done | st.isin(("failed", "corrupt"))]} if not df.empty else set()
+    running = sum(1 for j in run_dirs(sweep_dir) if j.resolve() not in ended and lock_holder(j) is not None)
+    return {"done": int(done.sum()),
             "failed": int(st.isin(("failed", "corrupt")).sum()), "diverged": int((st == "diverged").sum()),
             "running": running}
 

@@ -39,6 +39,12 @@ def test_the_sweep_monitor_counts_runs_against_the_plan(tmp_path):
     assert count_statuses(sweep).startswith("sweep sweep: 4 runs in 3 jobs: 3 finished")
     RD.write_sweep_plan(sweep, "threshold", runs=9, jobs=3, bound=True)
     assert monitor.line().startswith("sweep sweep: 4/≤ 9 runs done")
+    from cotresnet.rundir.ownership import RunLock
+
+    RD.write_summary(sweep / "0_a", {**RD.read_summary(sweep / "0_a"), "status": "interrupted"})
+    with RunLock(sweep / "0_a"):  # an interrupted run resumed, by a job of this process: running, not done
+        line = monitor.line()
+    assert line.startswith("sweep sweep: 3/≤ 9 runs done") and ", 1 running" in line
 
 
 def read_pty(master: int, proc, timeout: float = 120) -> bytes:
