@@ -132,9 +132,11 @@ class FlowRecord:
         """step() when every member runs and every value is finite (nearly every step): the same updates,
         without the masks unless a member converges."""
         converged = (self.converge_ratio > 0) & (risk <= self.converge_ratio * self.risk0)
-        if converged.any():
-            length, depth = np.where(converged, 0.0, length), np.where(converged, 0.0, depth)
+        stops = bool(converged.any())
         ratio = G / risk
+        gain = tau * ratio
+        if stops:  # a member stopping here keeps theta_k: this step adds nothing to its totals
+            length, depth, gain = (np.where(converged, 0.0, v) for v in (length, depth, gain))
         last = self.last
         last["step"][:], last["flow_time"], last["risk_train"], last["grad_norm2"] = own, own * tau, risk, G
         last["pl_ratio"], last["path_length"] = ratio, self.path_length
@@ -143,9 +145,9 @@ class FlowRecord:
             last["depth_path_length"] = self.depth_path_length
             self.depth_path_length = self.depth_path_length + depth
         np.minimum(self.min_pl_ratio, ratio, out=self.min_pl_ratio)
-        self.fidelity_integral = self.fidelity_integral + np.where(converged, 0.0, tau * ratio)
+        self.fidelity_integral = self.fidelity_integral + gain
         self.path_length = self.path_length + length
-        if converged.any():
+        if stops:
             self.status[converged] = CONVERGED
             self.stopped_at[converged] = own[converged]
         return np.ones(self.R, dtype=bool)
