@@ -35,12 +35,13 @@ def input_error(e: BaseException) -> str:
 
 
 def run_check(fn, *args):
-    """Run a check: a ConfigError is a refusal (exit 2), and so is an error Hydra or OmegaConf raise about
-    the configuration (it comes from the user's input); any other exception is a bug (traceback, exit 1).
-    Neither becomes a warning (Hydra turns exceptions raised in callbacks into warnings)."""
+    """Run a check: a ConfigError or a RunDirError (a malformed file in a run directory it reuses) is a
+    refusal (exit 2), and so is an error Hydra or OmegaConf raise about the configuration (the user's input);
+    any other exception is a bug (traceback, exit 1). Neither becomes a warning (Hydra turns exceptions
+    raised in callbacks into warnings)."""
     try:
         return fn(*args)
-    except ConfigError as e:
+    except (ConfigError, RunDirError) as e:  # a value, or a file of an existing run directory, the user gave
         refuse(str(e))
     except Exception as e:
         if type(e).__module__.split(".")[0] in ("omegaconf", "hydra"):

@@ -11,7 +11,7 @@ from cotresnet.errors import ConfigError
 from cotresnet.errors import run_check as checked
 from cotresnet.job.checks import check_job
 from cotresnet.train import compose_config
-from helpers import SMALL
+from helpers import SMALL, train
 
 
 def refusal(tmp_path, overrides, multirun=False):
@@ -206,6 +206,21 @@ def test_an_exception_inside_a_check_is_a_bug_report_never_a_warning(capsys):
     with pytest.raises(SystemExit) as e:
         checked(lambda: (_ for _ in ()).throw(ConfigError("model.L=0 is out of range")))
     assert e.value.code == 2 and "model.L=0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["garbage", '{"status": "converged"}', '{"status": "done", "steps": 3}', "[1, 2]"])
+def test_a_rerun_over_a_malformed_summary_is_refused_naming_it(tmp_path, capsys, text):
+    """A run directory reused with a summary.json that is not one (truncated, hand-edited, another tool's): one
+    line naming the file, exit 2, the file left as it was."""
+    run = tmp_path / "run"
+    cfg = compose_config([*SMALL, "trainer.max_steps=2"])
+    train(run, *SMALL, "trainer.max_steps=2")
+    (run / "summary.json").write_text(text)
+    with pytest.raises(SystemExit) as e:
+        checked(check_job, cfg, run)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "summary.json" in err and len(err.strip().splitlines()) == 1, err
+    assert (run / "summary.json").read_text() == text
 
 
 def test_an_empty_or_uncreatable_run_directory_is_refused_leaving_nothing(tmp_path, capsys):
