@@ -131,7 +131,6 @@ class ValidateConfig(HydraCallback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from .report.monitor import SweepMonitor
         from .sweeps.checks import check_search_space
-
         if "submitit" in str(config.hydra.launcher.get("_target_", "")):
             from .sweeps.launchers import submitit_warnings_once
 
@@ -156,7 +155,9 @@ class ValidateConfig(HydraCallback):
 def _end_sweep(suffix: str = "") -> None:
     """Stop the sweep's monitor and print its count line."""
     from .report.sweep import count_statuses
+    from .sweeps.expand import forget_compositions
 
+    forget_compositions()
     if "monitor" in _SWEEP:
         _SWEEP.pop("monitor").stop()
     if "dir" in _SWEEP:

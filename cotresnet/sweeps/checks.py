@@ -36,8 +36,9 @@ def check_grid(config: DictConfig) -> Tuple[Dict[Path, object], Dict[str, int]]:
     existing sweep directory."""
     from ..job.checks import check_job
     from ..rundir.ownership import renumbered
-    from .expand import sweep_jobs
+    from .expand import forget_compositions, sweep_jobs
 
+    forget_compositions()  # another sweep's, in this process
     sweep_dir = Path(str(config.hydra.sweep.dir))  # resolved first: the jobs' configurations share its cache
     inside_root(config, [sweep_dir])
     jobs = list(sweep_jobs(config))

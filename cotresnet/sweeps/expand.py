@@ -3,10 +3,15 @@ configurations and job directories (hydra.sweep.dir / hydra.sweep.subdir). No to
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Dict, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import ConfigError
+
+# Each job's configuration as the sweep's checks composed it, until Hydra's launcher asks for it: composing
+# costs 0.1 s a job, and Hydra would compose every job twice more (its sweeper's validation, its launcher).
+_COMPOSED: Dict[Tuple[int, Tuple[str, ...]], DictConfig] = {}
 
 
 def task_config(config: DictConfig) -> DictConfig:
@@ -28,9 +33,52 @@ def load_job_config(loader, config: DictConfig, overrides) -> DictConfig:
     from ..config.keys import composition_error
 
     try:
-        return loader.load_sweep_config(config, list(overrides))
+        composed = loader.load_sweep_config(config, list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"[{' '.join(overrides)}] {composition_error(e)}") from e
+    _COMPOSED[_key(config, overrides)] = composed
+    return composed
+
+
+def _key(config: DictConfig, overrides: Sequence[str]) -> Tuple[int, Tuple[str, ...]]:
+    return id(config), tuple(overrides)
+
+
+def composed(config: DictConfig, overrides: Sequence[str]) -> bool:
+    """Whether this sweep's checks composed the job of these overrides (Hydra's validation of it is done)."""
+    return _key(config, overrides) in _COMPOSED
+
+
+def forget_compositions() -> None:
+    """Drop the compositions of a sweep (it starts or ends; a sweeper that launches elsewhere left them)."""
+    _COMPOSED.clear()
+
+
+class ReusingLoader:
+    """Hydra's config loader, answering load_sweep_config with the configuration the sweep's checks composed
+    (once: the launcher sets the job's number in it), composing as Hydra does otherwise. Pickled with a
+    launcher that runs jobs elsewhere (joblib, submitit), it composes there: the compositions stay here."""
+
+    def __init__(self, loader) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_loader":  # unpickling looks attributes up before __init__
+            raise AttributeError(name)
+        return getattr(self._loader, name)
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides):
+        reused = _COMPOSED.pop(_key(master_config, sweep_overrides), None)
+        return reused if reused is not None else self._loader.load_sweep_config(master_config, sweep_overrides)
+
+
+def reusing_compositions(hydra_context):
+    """A sweeper's HydraContext whose loader reuses the checks' compositions (ReusingLoader)."""
+    from dataclasses import replace
+
+    if hydra_context is None or isinstance(hydra_context.config_loader, ReusingLoader):
+        return hydra_context
+    return replace(hydra_context, config_loader=ReusingLoader(hydra_context.config_loader))
 
 
 def sweep_jobs(config: DictConfig):

@@ -29,6 +29,10 @@ class ThresholdSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
+        from cotresnet.sweeps.expand import reusing_compositions
+
+        # each round's launch is handed the configurations its checks composed (sweeps.expand.ReusingLoader)
+        hydra_context = reusing_compositions(hydra_context)
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)

@@ -117,3 +117,38 @@ def test_2x2_multirun_gives_4_run_directories_and_4_wandb_runs(tmp_path, launche
         combos.add((M, su))
         seen_ids.add(run["id"])
     assert len(seen_ids) == 4 and combos == {(4, 0.5), (4, 1.0), (8, 0.5), (8, 1.0)}
+
+
+COUNT_COMPOSITIONS = """
+import sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+load, calls = ConfigLoaderImpl.load_sweep_config, []
+def counted(self, master_config, sweep_overrides):
+    calls.append(tuple(sweep_overrides))
+    return load(self, master_config, sweep_overrides)
+ConfigLoaderImpl.load_sweep_config = counted
+sys.argv = ["cotresnet-train", *sys.argv[1:]]
+from cotresnet.train import main
+try:
+    main()
+finally:
+    print("COMPOSED", len(calls), len(set(calls)))
+"""
+
+
+@pytest.mark.parametrize("sweeper", [[], ["sweep.vectorize=[seed]"]], ids=["grid", "vectorized"])
+def test_a_grid_sweep_composes_each_job_once(tmp_path, sweeper):
+    """cotresnet's checks compose every job before launching any; its sweepers hand those configurations to the
+    launcher instead of composing each job twice more (Hydra's validation, the launcher); the jobs run as
+    composed."""
+    out = tmp_path / "s"
+    r = cli([sys.executable, "-c", COUNT_COMPOSITIONS, "-m", "seed=0,1", "model.M=4,8", "debug=fast",
+             f"hydra.sweep.dir={out}", *sweeper], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = 2 if sweeper else 4
+    assert r.stdout.split("COMPOSED")[1].split() == [str(jobs)] * 2  # calls, distinct jobs
+    runs = sorted(out.glob("**/summary.json"))
+    assert len(runs) == 4
+    for summary in runs:
+        cfg = yaml.safe_load((summary.parent / ".hydra" / "config.yaml").read_text())
+        assert f"seed={cfg['seed']}" in str(summary.parent) and f"model.M={cfg['model']['M']}" in str(summary.parent)
