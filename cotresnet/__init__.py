@@ -13,7 +13,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "compose_config": "cotresnet.train",
+    "compose_config": "cotresnet.config.compose",
     "run_job": "cotresnet.api",
     "load_run": "cotresnet.api",
     "load_sweep": "cotresnet.api",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import uuid
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -15,79 +14,18 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .config.keys import composition_error
-from .config.schema import register
+from .config.compose import CONF_DIR, refuse_composition_errors, register_resolvers
 from .errors import ConfigError, refuse, run_check
 from .rundir import contract as RD
 
 log = logging.getLogger("cotresnet")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 OUR_SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
                 "hydra_plugins.cotresnet_sweeper.VectorizingSweeper")
 _CHECKED: Dict[Path, Any] = {}  # job checks the Hydra callbacks made in this process, by run directory
 _SWEEP: Dict[str, Any] = {}  # the running sweep's directory and progress monitor (main process)
 _RANKS: Dict[str, Any] = {}  # the ranks torchrun or srun started this process among, when main() serves them
-
-
-def register_resolvers() -> None:
-    register()
-    if not OmegaConf.has_resolver("uid"):
-        # six random hex digits: run directories stay unique when many jobs start in the same second
-        OmegaConf.register_new_resolver("uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
-    if not OmegaConf.has_resolver("dirname"):
-        # a job directory's name from its overrides: safe, bounded, rounded (rundir.contract.safe_dirname)
-        from .rundir.contract import safe_dirname
-
-        OmegaConf.register_new_resolver("dirname", lambda text: safe_dirname(str(text)))
-    if not OmegaConf.has_resolver("mul"):
-        # products of config values, e.g. model.M: ${mul:2,${model.L},${model.L}} ties width to depth
-        OmegaConf.register_new_resolver("mul", lambda *xs: math.prod(xs))
-
-
-def compose_config(overrides=(), multirun: bool = False) -> DictConfig:
-    """The composed training configuration of a list of overrides (as `cotresnet-train` composes it), outside a
-    Hydra run: notebooks, scripts, tests. A value Hydra cannot compose raises ConfigError naming the key;
-    `multirun`: compose as a sweep does (sweep values such as model.M=8,16 are allowed and left to the sweep)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from .sweeps.expand import task_config
-
-    register_resolvers()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        try:
-            if multirun:
-                loader = GlobalHydra.instance().config_loader()
-                return task_config(loader.load_configuration("train", list(overrides), RunMode.MULTIRUN))
-            return compose("train", overrides=list(overrides))
-        except (HydraException, OmegaConfBaseException) as e:
-            raise composition_error(e) from e
-
-
-def refuse_composition_errors() -> None:
-    """Hydra's composition errors become one-line refusals (exit 2) before any file, instead of Hydra's
-    own report (exit 1): every composition Hydra makes (its mode probe, the run's, the sweep's) goes
-    through this wrapper, so the configuration is composed by Hydra alone."""
-    from hydra._internal.hydra import Hydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    compose = Hydra.compose_config
-    if getattr(compose, "refuses", False):
-        return
-
-    def composed_or_refused(self, *args, **kwargs):
-        try:
-            return compose(self, *args, **kwargs)
-        except (HydraException, OmegaConfBaseException) as e:
-            refuse(str(composition_error(e)))
-
-    composed_or_refused.refuses = True
-    Hydra.compose_config = composed_or_refused
 
 
 def _check_sweep(config: DictConfig) -> None:
@@ -105,7 +43,7 @@ def _check_sweep(config: DictConfig) -> None:
 def _plan_search(config: DictConfig) -> None:
     """The plan of a sweeper that chooses its jobs as it goes: n_trials jobs (Optuna's, Nevergrad's budget),
     each training the base configuration's replicas."""
-    from .sweeps.expand import task_config
+    from .config.compose import task_config
 
     sweeper = config.hydra.sweeper
     trials = sweeper.get("n_trials", sweeper.get("optim", {}).get("budget"))
@@ -118,9 +56,9 @@ class ValidateConfig(HydraCallback):
     """Checks every job before Hydra creates any directory: the single run's, or each job of a sweep."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .config.compose import task_config
         from .job.checks import check_job
         from .sweeps.checks import inside_root
-        from .sweeps.expand import task_config
 
         if not str(config.hydra.run.dir).strip():
             refuse("hydra.run.dir is empty (the job would write into the current directory); give a directory")

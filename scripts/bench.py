@@ -268,10 +268,10 @@ def size_rows(row, args, device, n) -> None:
 
 def diagnostics_rows(row, args, device) -> None:
     """The default job (256 teacher samples, L=16, M=128, default cadences) with and without diagnostics."""
+    from cotresnet.config.compose import compose_config
     from cotresnet.config.derived import kernel_samples
     from cotresnet.job.checks import check_config
     from cotresnet.model.build import student_network
-    from cotresnet.train import compose_config
 
     cfg = compose_config([f"trainer.max_steps={300 if args.quick else 1500}"])
     data = check_config(cfg)

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from cotresnet.train import register_resolvers  # noqa: E402
+from cotresnet.config.compose import register_resolvers  # noqa: E402
 from helpers import SMALL, train_small  # noqa: E402
 
 register_resolvers()
@@ -23,7 +23,7 @@ register_resolvers()
 @pytest.fixture
 def small():
     """compose_config(SMALL + overrides): a 3-layer, 8-particle job on 24 teacher samples."""
-    from cotresnet.train import compose_config
+    from cotresnet.config.compose import compose_config
 
     return lambda *overrides: compose_config([*SMALL, *overrides])
 

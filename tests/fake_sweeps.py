@@ -4,9 +4,9 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
+from cotresnet.config.compose import CONF_DIR
 from cotresnet.rundir import contract as RD
 from cotresnet.sweeps.expand import sweep_jobs
-from cotresnet.train import CONF_DIR
 
 
 def fake_sweep(tmp_path: Path, experiment: str) -> Path:

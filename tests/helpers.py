@@ -35,9 +35,10 @@ def train_small(run_dir: Path, *overrides, action=None):
 def train(run_dir: Path, *overrides, action=None):
     """train_small without SMALL: the configuration is the default one plus `overrides`. The run draws no
     plots unless an override asks for them (they cost more than a small run)."""
+    from cotresnet.config.compose import compose_config
     from cotresnet.job.checks import check_job
     from cotresnet.job.fit import JobContext, execute
-    from cotresnet.train import compose_config, draw_run_figures
+    from cotresnet.train import draw_run_figures
 
     if not any(o.startswith("plots=") for o in overrides):
         overrides = ("plots=[]", *overrides)
@@ -74,7 +75,8 @@ def grid_experiments():
     """The named experiments run by our grid sweepers (a searching sweeper chooses its jobs as it goes)."""
     import yaml
 
-    from cotresnet.train import CONF_DIR, OUR_SWEEPERS
+    from cotresnet.config.compose import CONF_DIR
+    from cotresnet.train import OUR_SWEEPERS
 
     names = []
     for path in sorted((Path(CONF_DIR) / "experiment").glob("*.yaml")):

@@ -65,8 +65,14 @@ def test_a_job_leaves_the_process_thread_count_as_it_found_it(tmp_path):
 def test_errors_of_the_api_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="model.L"):
         cotresnet.compose_config(["model.L=abc"])
+    with pytest.raises(ConfigError, match="model.L=0"):  # composing checks every value that needs no data
+        cotresnet.compose_config(["model.L=0"])
+    with pytest.raises(ConfigError, match="data is one of: breast_cancer, diabetes, digits, teacher, wine"):
+        cotresnet.compose_config(["data=mnist"])
+    cfg = cotresnet.compose_config([*SMALL])
+    cfg.model.L = 0  # changed after composing: run_job checks again
     with pytest.raises(ConfigError, match="model.L=0"):
-        cotresnet.run_job(cotresnet.compose_config(["model.L=0"]), tmp_path / "run")
+        cotresnet.run_job(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     with pytest.raises(RunDirError, match="particles.pt: missing"):
         cotresnet.load_run(tmp_path)

@@ -7,9 +7,9 @@ import sklearn.datasets as skd
 import torch
 from sklearn.preprocessing import StandardScaler
 
+from cotresnet.config.compose import compose_config
 from cotresnet.data import load_dataset
 from cotresnet.model.build import student_network
-from cotresnet.train import compose_config
 
 
 def split(name, seed=0, fraction=0.25):

@@ -64,9 +64,18 @@ def refusal_hint(message: str) -> str:
 def composition_error(e: Exception) -> ConfigError:
     """Hydra's or OmegaConf's refusal to compose (a misspelt key, a wrong type, a sweep value of the wrong type,
     an unset interpolation) as one line naming the key, with what to type instead."""
-    parts = [str(e).splitlines()[0]] + ([str(e.__cause__).splitlines()[0]] if e.__cause__ else [])
-    message = " ".join(p for p in parts if p and not p.startswith("To append"))
-    return ConfigError(message + refusal_hint(message))
+    texts = [str(e)] + ([str(e.__cause__)] if e.__cause__ else [])
+    message = " ".join(p for p in (t.splitlines()[0] for t in texts) if p and not p.startswith("To append"))
+    return ConfigError(message + (_group_options("\n".join(texts)) or refusal_hint(message)))
+
+
+def _group_options(text: str) -> str:
+    """A config group's options, from Hydra's report of an option it could not find (data=mnist)."""
+    listed = re.search(r"Available options in '([^']+)':\n((?:\t.*(?:\n|$))+)", text)
+    if not listed:
+        return ""
+    options = [o.strip() for o in listed.group(2).splitlines() if o.strip()]
+    return f"; {listed.group(1)} is one of: {', '.join(options)}"
 
 
 def resolves_to_its_types(cfg) -> None:

@@ -110,7 +110,7 @@ def run_replicas(run_dir: Path, overrides: Sequence[str], replicas: Sequence[str
     """One job (cotresnet.run_job) of BASE + overrides whose members are the replicas; their summaries, in order.
     Each member's run directory is summary["run_dir"] (read it back with cotresnet.load_run)."""
     from ..api import run_job
-    from ..train import compose_config
+    from ..config.compose import compose_config
 
     cfg = compose_config([*with_base(overrides), replicas_override(replicas)])
     return run_job(cfg, run_dir)
@@ -119,10 +119,10 @@ def run_replicas(run_dir: Path, overrides: Sequence[str], replicas: Sequence[str
 def config_networks(overrides: Sequence[str], replicas: Sequence[str], dtype: str = "float64"):
     """The initial networks a job of BASE + overrides would train, one per replica, and its dataset (float64):
     the same functions the job builds them with (model.build.student_network, data.load_dataset)."""
+    from ..config.compose import compose_config
     from ..config.replicas import replica_config
     from ..data import load_dataset
     from ..model.build import student_network
-    from ..train import compose_config
 
     cfg = compose_config(with_base([*overrides, f"model.dtype={dtype}"]))
     members = [replica_config(cfg, r) for r in replicas]

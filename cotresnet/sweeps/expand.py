@@ -5,18 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
+from ..config.compose import task_config
 from ..errors import ConfigError
 
 # Each job's configuration as the sweep's checks composed it, until Hydra's launcher asks for it: composing
 # costs 0.1 s a job, and Hydra would compose every job twice more (its sweeper's validation, its launcher).
 _COMPOSED: Dict[Tuple[int, Tuple[str, ...]], DictConfig] = {}
-
-
-def task_config(config: DictConfig) -> DictConfig:
-    """The job's own configuration: Hydra's composed config without its `hydra` node."""
-    return OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"]) if "hydra" in config else config
 
 
 def job_dir(job_cfg: DictConfig) -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cotresnet.config.compose import compose_config
 from cotresnet.errors import ConfigError
 from cotresnet.errors import run_check as checked
 from cotresnet.job.checks import check_job
-from cotresnet.train import compose_config
 from helpers import SMALL, train
 
 
@@ -64,6 +64,8 @@ BAD = [  # (overrides, what the message must name)
     (["trainer.converge_ratio=2"], "trainer.converge_ratio"), (["trainer.converge_ratio=1"], "trainer.converge_ratio"),
     (["model.bandwidth=-1"], "model.bandwidth"), (["~seed"], "seed"),
     (["model.activaton=silu"], "did you mean model.activation"), (["plots=png"], "plots=[png]"),
+    (["data=mnist"], "data is one of: breast_cancer, diabetes, digits, teacher, wine"),
+    (["experiment=nope"], "experiment is one of: activation, cot_vs_wasserstein,"),
     (["trainer.extra.detect_anomaly=true"], "+trainer.extra.detect_anomaly=<value>"),
     (["model.M=100000000000"], "model.M"), (["data.n_train=1000000000"], "data.n_train"), (["model.d=100000000"], "model.d"),
     (["seed=-1"], "seed"), (["seed=2147483648"], "seed"), (["seed=99999999999999999999"], "seed"),
@@ -226,8 +228,9 @@ def test_a_rerun_over_a_malformed_summary_is_refused_naming_it(tmp_path, capsys,
 def test_an_empty_or_uncreatable_run_directory_is_refused_leaving_nothing(tmp_path, capsys):
     from hydra import compose, initialize_config_dir
 
+    from cotresnet.config.compose import CONF_DIR
     from cotresnet.job.checks import check_creatable
-    from cotresnet.train import CONF_DIR, ValidateConfig
+    from cotresnet.train import ValidateConfig
 
     (tmp_path / "file").write_text("")
     for bad in (Path("/proc/cotresnet-test/run"), tmp_path / "file" / "run"):

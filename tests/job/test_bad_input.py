@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 from hydra import initialize_config_dir
 
+from cotresnet.config.compose import CONF_DIR, compose_config
 from cotresnet.errors import ConfigError
 from cotresnet.job import threads
 from cotresnet.job.checks import check_job
 from cotresnet.rundir.contract import NAME_BYTES, safe_dirname
 from cotresnet.sweeps.expand import sweep_jobs
-from cotresnet.train import CONF_DIR, compose_config
 from helpers import SMALL, train_small
 
 

@@ -7,9 +7,10 @@ import stat
 
 import pytest
 
+from cotresnet.config.compose import CONF_DIR, compose_config
 from cotresnet.errors import ConfigError
 from cotresnet.job.checks import check_job
-from cotresnet.train import CONF_DIR, _returned, compose_config
+from cotresnet.train import _returned
 from helpers import train_small
 
 

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
+from cotresnet.config.compose import compose_config
 from cotresnet.job.checks import check_config
 from cotresnet.model.build import student_network
 from cotresnet.model.depth import flow_step
 from cotresnet.report.diagnose import diagnose
-from cotresnet.train import compose_config
 from helpers import read_particles, train
 
 TASK = ["experiment=cot_vs_wasserstein", "trainer.progress=none", "hydra.mode=RUN"]

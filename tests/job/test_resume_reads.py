@@ -2,8 +2,8 @@
 that dict, a replan under the lock reuses it unless the file changed."""
 import torch
 
+from cotresnet.config.compose import compose_config
 from cotresnet.job.checks import check_job, replan
-from cotresnet.train import compose_config
 from helpers import SMALL, train_small
 
 

@@ -4,11 +4,11 @@ the command line leaves the run directory of design.md section 6, bad configs ar
 import pytest
 import torch
 
+from cotresnet.config.compose import compose_config
 from cotresnet.data import Minibatches, RepeatBatch
 from cotresnet.job.checks import check_config
 from cotresnet.model.build import student_network
 from cotresnet.record import learning_rate
-from cotresnet.train import compose_config
 from helpers import SMALL, read_particles, train_small
 
 

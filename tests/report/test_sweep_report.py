@@ -2,10 +2,10 @@
 
 import pytest
 
+from cotresnet.config.compose import compose_config
 from cotresnet.job.checks import check_job
 from cotresnet.job.fit import JobContext, fit
 from cotresnet.sweeps.expand import sweep_jobs
-from cotresnet.train import compose_config
 from helpers import ROOT, grid_experiments
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -25,7 +25,7 @@ def test_every_experiment_sweep_job_passes_the_checks():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cotresnet.train import CONF_DIR
+    from cotresnet.config.compose import CONF_DIR
 
     for name in grid_experiments():  # a searching sweeper chooses its jobs as it goes (test_threshold_sweep.py)
         GlobalHydra.instance().clear()

@@ -12,10 +12,10 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
+from cotresnet.config.compose import CONF_DIR
 from cotresnet.job.checks import check_job
 from cotresnet.job.resume import Interrupted
 from cotresnet.rundir.contract import IDENTITY, safe_dirname, write_json, write_summary
-from cotresnet.train import CONF_DIR
 from helpers import threshold_tables
 
 SWEEPER = ["hydra/sweeper=threshold", "hydra.sweeper.key=model.M", "hydra.sweeper.lo=4", "hydra.sweeper.hi=512"]
