@@ -74,7 +74,7 @@ def report(sweep_dir: Path, out: Path = None, metrics: List[str] = None, formats
         written += threshold["figures"]
         warnings += threshold["warnings"]
     _remove_stale_pages(out, written)
-    warnings += _grown_risk_warnings(df)
+    warnings += run_warnings(df)
     result = {"table": df, "swept": keys, "figures": written, "line": count_statuses(sweep_dir, df), "out": out,
               "threshold": threshold, "warnings": warnings}
     from .html import write_report_html
@@ -112,16 +112,31 @@ def _remove_stale_pages(out: Path, written: List[Path]) -> None:
                 f.unlink()
 
 
-def _grown_risk_warnings(df) -> List[str]:
-    """Finished runs whose risk ended above where it began: blown up, though finite (not diverged)."""
-    if df.empty or "log10_risk_ratio" not in df:
+def run_warnings(df) -> List[str]:
+    """What a reader must know about the runs before reading a figure: runs that failed, diverged or stopped
+    early; finished runs whose risk ended above where it began (blown up, though finite); runs outside the
+    theorem's conditions. Printed by cotresnet-report and at a sweep's end, and listed first on report.html."""
+    if df.empty:
         return []
-    grown = df[df["status"].isin(RD.FINISHED) & (df["log10_risk_ratio"] > 0)]
-    if grown.empty:
-        return []
-    names = ", ".join(f"{job} (x{10 ** r:.3g})" for job, r in zip(grown["job"], grown["log10_risk_ratio"]))
-    return [f"{len(grown)} finished run(s) ended above their initial risk (blown up, yet finite: not "
-            f"diverged): {names}"]
+    warnings = []
+    for status in ("failed", "corrupt", "diverged", "incomplete", "interrupted"):
+        names = df[df["status"] == status]["job"].tolist()
+        if names:
+            warnings.append(f"{len(names)} run(s) {status}: " + ", ".join(names[:8]) + (" …" if len(names) > 8 else ""))
+    if "log10_risk_ratio" in df:
+        grown = df[df["status"].isin(RD.FINISHED) & (df["log10_risk_ratio"] > 0)]
+        if not grown.empty:
+            names = ", ".join(f"{job} (x{10 ** r:.3g})" for job, r in zip(grown["job"], grown["log10_risk_ratio"]))
+            warnings.append(f"{len(grown)} finished run(s) ended above their initial risk (blown up, yet finite: not "
+                            f"diverged): {names}")
+    if "theorem" in df:
+        outside = df["theorem"].dropna()
+        outside = outside[outside != "yes"]
+        if len(outside):
+            warnings.append(f"{len(outside)} of {len(df)} runs are outside the theorem's conditions (their certificate "
+                            "is a measurement there, not a proof): see the runs table's column 'theorem' for the "
+                            "condition each lacks")
+    return warnings
 
 
 def main(argv=None) -> int:

@@ -123,18 +123,6 @@ def write_report_html(sweep_dir: Path, result: Dict[str, object]) -> Path:
     df: pd.DataFrame = result["table"]
     keys: List[str] = result["swept"]
     warnings = list(result["warnings"])
-    if not df.empty:
-        for status in ("failed", "corrupt", "diverged", "incomplete", "interrupted"):
-            names = df[df["status"] == status]["job"].tolist()
-            if names:
-                warnings.append(f"{len(names)} run(s) {status}: " + ", ".join(names[:8]) + (" …" if len(names) > 8 else ""))
-        if "theorem" in df:
-            outside = df["theorem"].dropna()
-            outside = outside[outside != "yes"]
-            if len(outside):
-                warnings.append(f"{len(outside)} of {len(df)} runs are outside the theorem's conditions (their "
-                                "certificate is a measurement there, not a proof): see the runs table's column "
-                                "'theorem' for the condition each lacks")
     values = {k: [str(v) for v in dict.fromkeys(sorted(df[f"sweep.{k}"].dropna(), key=_order))] for k in keys
               if f"sweep.{k}" in df}
     swept = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(', '.join(v))}</li>" for k, v in values.items())

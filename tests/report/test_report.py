@@ -93,6 +93,22 @@ def test_a_report_warns_of_grown_risk_and_leaves_no_stale_page(tmp_path):
     assert len(grown) == 1 and job.name in grown[0] and "x5e+04" in grown[0]
 
 
+def test_the_console_prints_every_warning_the_page_lists(tmp_path, capsys):
+    """One list of warnings (report.cli.run_warnings and the figures'): the failed and diverged runs of the fake
+    sweep, the grown risk, the runs outside the theorem are on the console as on report.html."""
+    import html
+    import re
+
+    from cotresnet.report.cli import main
+
+    sweep = fake_sweep(tmp_path, "activation")
+    assert main([str(sweep)]) == 0
+    printed = [line[len("warning: "):] for line in capsys.readouterr().out.splitlines() if line.startswith("warning: ")]
+    page = (sweep / RD.REPORT / "report.html").read_text()
+    listed = [html.unescape(w) for w in re.findall(r"<li>(.*?)</li>", page.split("<h2>Warnings</h2>")[1].split("</ul>")[0])]
+    assert printed == listed and any("failed" in w for w in listed) and any("diverged" in w for w in listed)
+
+
 def test_experiments_name_their_metrics(tmp_path):
     assert "lambda_min_feature_init" in report_metrics(fake_sweep(tmp_path, "kernel_vs_width"))
 
