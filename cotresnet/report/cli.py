@@ -150,6 +150,10 @@ def main(argv=None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"cotresnet-report: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
+    if any((args.sweep_dir / f).is_file() for f in (RD.IDENTITY, RD.SUMMARY, RD.METRICS)):
+        print(f"cotresnet-report: {args.sweep_dir} is a run directory, not a sweep: its figure is drawn by cotresnet-plot "
+              f"{args.sweep_dir} (into {RD.PLOTS}/), cotresnet-compare puts two runs side by side", file=sys.stderr)
+        return 2
     try:
         r = report(args.sweep_dir, args.out, args.metric, args.format)
     except ValueError as e:  # a wrong metric name: refused before any file is written

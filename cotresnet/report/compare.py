@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..rundir import contract as RD
-from .style import DOUBLE, label, log_axis, outside_legend, save_figure, styled, subplots
+from .style import DOUBLE, label, log_axis, save_figure, styled, subplots
 
 # the summary numbers compared: (name, where in summary.json)
 SUMMARY_ROWS = [
@@ -67,35 +67,67 @@ def comparison_lines(a: Path, b: Path) -> List[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, width)).rstrip() for r in rows]
 
 
-def _curve(ax, df, column, colour, style="-", text=None) -> None:
+def _curve(ax, df, column, colour, style="-", until: float = math.inf) -> None:
     if df is None or column not in df:
         return
     sub = df[["flow_time", column]].dropna()
-    sub = sub[sub[column] > 0]
+    sub = sub[(sub[column] > 0) & (sub["flow_time"] <= until)]
     if len(sub):
         sparse = len(sub) < 0.5 * len(df) or len(sub) < 8  # measured at a few steps: markers, no line between
         ax.plot(sub["flow_time"], sub[column], marker="o" if sparse else None, ls="none" if sparse else style,
-                mfc="none" if style != "-" else colour, color=colour, label=text, ms=3.5, lw=1.0)
+                mfc="none" if style != "-" else colour, color=colour, ms=3.5, lw=1.0)
+
+
+def shown_time(statuses: List[Optional[str]], tables) -> float:
+    """The flow time up to which the figure draws: where one run diverged and the other did not, the other's
+    last time (a blow-up to 1e35 would squash the run that did not blow up into a corner), else all of it."""
+    kept = [t for s, t in zip(statuses, tables) if s != "diverged" and t is not None and len(t)]
+    if len(kept) == len(tables) or not kept:
+        return math.inf
+    return max(float(t["flow_time"].max()) for t in kept)
+
+
+def short_name(name: str, width: int = 36) -> str:
+    """A run directory's name within `width` characters, its middle elided (sweep job names run long)."""
+    return name if len(name) <= width else f"{name[:width // 2 - 1]}…{name[-(width - width // 2):]}"
 
 
 @styled
 def compare_figure(a: Path, b: Path, out: Path, formats=("png",)) -> List[Path]:
-    """Risk, P-Ł ratio, λ_min(K) and distance to μ₀ of both runs against flow time, one colour per run."""
-    tables = []
+    """Risk, P-Ł ratio, λ_min(K) and distance to μ₀ of both runs against flow time, one colour per run and one
+    line style per quantity, explained once above the panels. A diverged run is drawn up to the other's last
+    time, its legend entry saying so."""
+    from matplotlib.lines import Line2D
+
+    tables, statuses = [], []
     for d in (a, b):
         try:
             tables.append(RD.read_table(d))
         except RD.RunDirError:
             tables.append(None)
-    fig, axes = subplots(2, 2, width=DOUBLE, height=4.6)
-    runs = ((f"A: {a.name}", "tab:blue", tables[0]), (f"B: {b.name}", "tab:orange", tables[1]))
-    for name, colour, m in runs:
-        _curve(axes[0, 0], m, "risk_train", colour, "-", f"{name}, training")
-        _curve(axes[0, 0], m, "risk_test", colour, "--", f"{name}, test")
-        _curve(axes[0, 1], m, "pl_ratio", colour, "-", name)
-        _curve(axes[1, 0], m, "lambda_min_tangent", colour, "-", name)
-        _curve(axes[1, 1], m, "path_length", colour, "-", f"{name}, path length")
-        _curve(axes[1, 1], m, "cot_dist_init", colour, ":", f"{name}, " + r"$W_{\mathrm{COT}}$")
+        try:
+            statuses.append(RD.read_summary(d).get("status"))
+        except RD.RunDirError:
+            statuses.append(None)
+    until = shown_time(statuses, tables)
+    fig, axes = subplots(2, 2, width=DOUBLE, height=5.0)
+    runs = []
+    for letter, d, colour, m, status in zip("AB", (a, b), ("tab:blue", "tab:orange"), tables, statuses):
+        note = ""
+        if status == "diverged" and math.isfinite(until):
+            note = f" (diverged; drawn to t = {until:.3g})"
+        runs.append(Line2D([], [], color=colour, lw=2, label=f"{letter}: {short_name(d.name)}{note}"))
+        _curve(axes[0, 0], m, "risk_train", colour, "-", until)
+        _curve(axes[0, 0], m, "risk_test", colour, "--", until)
+        _curve(axes[0, 1], m, "pl_ratio", colour, "-", until)
+        _curve(axes[1, 0], m, "lambda_min_tangent", colour, "-", until)
+        _curve(axes[1, 1], m, "path_length", colour, "-", until)
+        _curve(axes[1, 1], m, "cot_dist_init", colour, ":", until)
+    # a quantity measured at a few steps is drawn as markers (_curve): filled on the solid style, open otherwise
+    styles = [Line2D([], [], color="0.3", ls=ls, lw=1.0, marker="o", ms=3.5, mfc="0.3" if ls == "-" else "none",
+                     label=text) for ls, text in (("-", "training risk; path length"), ("--", "test risk"),
+                                                  (":", r"$W_{\mathrm{COT}}(\mu_t, \mu_0)$"))]
+    fig.legend(handles=runs + styles, loc="upper center", ncol=2, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 1.0))
     titles = [("(a) risk", r"risk $\mathcal{L}$"), ("(b) Polyak-Łojasiewicz ratio", label("pl_ratio")),
               ("(c) tangent kernel", label("lambda_min_tangent")), ("(d) transport from μ₀", "distance to μ₀")]
     for ax, (title, ylabel) in zip(axes.flat, titles):
@@ -106,8 +138,7 @@ def compare_figure(a: Path, b: Path, out: Path, formats=("png",)) -> List[Path]:
             log_axis(ax)
         else:
             ax.text(0.5, 0.5, "not measured in either run", ha="center", va="center", transform=ax.transAxes)
-        outside_legend(ax, fontsize=6)
-    fig.subplots_adjust(left=0.1, right=0.78, top=0.93, bottom=0.1, hspace=0.55, wspace=1.0)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.8, bottom=0.09, hspace=0.6, wspace=0.3)
     return save_figure(fig, out, formats, tight=False)
 
 

@@ -144,15 +144,19 @@ def decade_label(value: float, _pos=None) -> str:
 
 
 def _log_locator():
-    """Decades, and 2 and 5 between them where the axis spans less than about one and a half decades (a
-    narrow log axis would show one tick, or none)."""
+    """Decades, and 2 and 5 between them where the axis spans less than about one and a half decades, every
+    integer multiple where even those leave fewer than two ticks (a narrow log axis would show one, or none)."""
     from matplotlib.ticker import LogLocator
 
     class PaperLogLocator(LogLocator):
         def tick_values(self, vmin, vmax):
             lo, hi = sorted((vmin, vmax))
-            self.set_params(subs=(1.0, 2.0, 5.0) if lo > 0 and hi / lo < 30 else (1.0,))
-            return super().tick_values(vmin, vmax)
+            for subs in ((1.0, 2.0, 5.0), tuple(float(k) for k in range(1, 10))) if lo > 0 and hi / lo < 30 else ((1.0,),):
+                self.set_params(subs=subs)
+                ticks = super().tick_values(vmin, vmax)
+                if ((ticks >= lo * (1 - 1e-9)) & (ticks <= hi * (1 + 1e-9))).sum() >= 2:
+                    break
+            return ticks
 
     return PaperLogLocator(numticks=6)
 

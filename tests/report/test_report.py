@@ -182,3 +182,15 @@ def test_an_unknown_metric_is_refused_and_the_report_kept(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--metric bogus: not a column" in err and "min_pl_ratio" in err and len(err.splitlines()) == 1
     assert {p.name: p.read_bytes() for p in (sweep / RD.REPORT).iterdir()} == pages
+
+
+def test_a_run_directory_is_not_reported_as_a_sweep(tmp_path, capsys):
+    """cotresnet-report on one run refuses (one line naming cotresnet-plot) and writes nothing into the run."""
+    from cotresnet.report.cli import main
+
+    run = sorted(p for p in fake_sweep(tmp_path, "activation").iterdir() if (p / RD.SUMMARY).is_file())[0]
+    before = sorted(p.name for p in run.iterdir())
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "is a run directory, not a sweep" in err and "cotresnet-plot" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in run.iterdir()) == before

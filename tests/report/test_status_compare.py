@@ -68,3 +68,29 @@ def test_compare_puts_configurations_summaries_and_curves_side_by_side(tmp_path,
     assert (tmp_path / "cmp.pdf").read_bytes().startswith(b"%PDF")
     assert compare_main([str(a), str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_compare_draws_a_diverged_run_within_the_other_runs_time(tmp_path, two_runs, monkeypatch):
+    """A blow-up (dt 1e6) does not set the axes: both runs are drawn up to the finished run's last time, the
+    legend names the diverged run as drawn that far, and every log axis shows at least two ticks."""
+    import matplotlib.pyplot as plt
+
+    from cotresnet.report import compare
+
+    diverged, _ = train_small(tmp_path / "diverged", "trainer.max_steps=6", "optim.dt=1e6")
+    assert RD.read_summary(tmp_path / "diverged")["status"] == "diverged"
+    figures = []
+    monkeypatch.setattr(compare, "save_figure", lambda fig, *a, **k: figures.append(fig) or [])
+    compare.compare_figure(two_runs[0], tmp_path / "diverged", tmp_path / "cmp")
+    (fig,) = figures
+    last = float(RD.read_table(two_runs[0])["flow_time"].max())
+    risk = fig.axes[0]
+    assert max(x for line in risk.lines for x in line.get_xdata()) == pytest.approx(last)
+    assert max(y for line in risk.lines for y in line.get_ydata()) < 1  # not the blow-up to 1e30
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("B: diverged") and f"drawn to t = {last:.3g}" in t for t in legend), legend
+    for ax in fig.axes:
+        if ax.get_yscale() == "log":
+            lo, hi = sorted(ax.get_ylim())
+            assert sum(lo <= t <= hi for t in ax.get_yticks()) >= 2, ax.get_title()
+    plt.close(fig)
