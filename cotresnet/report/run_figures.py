@@ -89,7 +89,9 @@ def _eigenvalues(ax, m) -> None:
 
 
 def _distance(ax, m, s) -> None:
-    _series(ax, m, "path_length", "path length")
+    c = s.get("certificate") or {}
+    radius = f" (certified radius R₀ = {c['certified_radius']:.2g})" if c.get("certified_radius") else ""
+    _series(ax, m, "path_length", "path length" + radius)
     if m is not None and "cot_dist_init_upper" in m:
         sub = m[["flow_time", "cot_dist_init_lower", "cot_dist_init_upper"]].dropna()
         exact = m[["flow_time", "cot_dist_init"]].dropna() if "cot_dist_init" in m else sub.iloc[:0]
@@ -101,12 +103,10 @@ def _distance(ax, m, s) -> None:
             ax.errorbar(rest["flow_time"], mid, yerr=[mid - rest["cot_dist_init_lower"], rest["cot_dist_init_upper"] - mid],
                         fmt="none", color="tab:purple", capsize=2, label="W_COT bracket")
     _series(ax, m, "w2_dist_init", "W₂ on (√κ s, θ)", color="tab:brown")
-    c = s.get("certificate") or {}
-    radius = f" (R₀ = {c['certified_radius']:.2g})" if c.get("certified_radius") else ""
     if m is not None and "path_length" in m and spans_decades(m["path_length"].iloc[1:], 2):
         log_axis(ax)
     ax.set_ylabel("distance to μ₀")
-    ax.set_title("(d) transport from μ₀" + radius)
+    ax.set_title("(d) transport from μ₀")
 
 
 def _region(ax, m) -> None:
@@ -173,8 +173,7 @@ def plot_run(run_dir: Path, formats=("png",)) -> List[Path]:
         if ax.get_xlabel() == "":
             ax.set_xlabel(TIME)
         if ax is not axes.flat[5] and ax.get_legend_handles_labels()[1]:  # below the axes, never over the data
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=6, handlelength=1.5,
-                      columnspacing=0.8)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), fontsize=6, handlelength=1.5)
     if rows == 3:
         _depths(axes[2, 0], depths)
         for ax in axes[2, 1:]:
@@ -182,5 +181,6 @@ def plot_run(run_dir: Path, formats=("png",)) -> List[Path]:
     status = summary.get("status", "running")
     fig.suptitle(f"{run_dir.name}: {status}, {summary.get('steps', '?')} steps, t = {summary.get('flow_time', 0):.4g}",
                  fontsize=8, x=0.01, ha="left")
-    fig.subplots_adjust(left=0.07, right=0.86, top=1 - 0.25 / rows, bottom=0.42 / rows, hspace=0.95, wspace=0.42)
-    return save_figure(fig, run_dir / RD.PLOTS / FIGURE, formats, tight=False)
+    fig.subplots_adjust(left=0.08, right=0.86, top=1 - 0.25 / rows, bottom=0.5 / rows, hspace=1.15, wspace=0.45)
+    # cropped to what is drawn: y-labels at the left edge and the legends below the last row stay whole
+    return save_figure(fig, run_dir / RD.PLOTS / FIGURE, formats)
