@@ -61,9 +61,9 @@ def load_run(run_dir) -> Run:
 
 
 def load_sweep(sweep_dir):
-    """One row per job of a sweep directory (pandas DataFrame): status, every configuration value
-    (`cfg.` prefix), the swept values (`sweep.` prefix), final metrics and certificate; `path` is the job's
-    run directory (read it with load_run)."""
+    """One row per run of a sweep directory (pandas DataFrame; a vectorized job has a run per replica): status,
+    every configuration value (`cfg.` prefix), the run's command-line values (`sweep.` prefix, fixed ones
+    included), final metrics and certificate; `path` is the run directory (read it with load_run)."""
     from .report.sweep import collect
 
     if not Path(sweep_dir).is_dir():
