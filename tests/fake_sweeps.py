@@ -23,7 +23,7 @@ def fake_sweep(tmp_path: Path, experiment: str) -> Path:
         jobs = list(sweep_jobs(cfg))
     for k, (overrides, job_cfg, job_dir) in enumerate(jobs):
         (job_dir / ".hydra").mkdir(parents=True)
-        OmegaConf.save(job_cfg, job_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(job_cfg, job_dir / ".hydra" / "config.yaml", resolve=True)  # as a job writes it
         (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides]))
         steps = [0, 10, 20]
         rows = [{"step": s, "flow_time": 0.1 * s, "risk_train": 10.0 ** (-k * s / 20)} for s in steps]

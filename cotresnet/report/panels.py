@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 
 from ..rundir.contract import FINISHED
-from .style import MARKERS, MARKS, label, log_axis, palette, small_numbers, spans_decades
+from .style import MARKERS, MARKS, SYMBOLS, label, log_axis, palette, small_numbers, spans_decades
+
+# the network's and the data's sizes: one of them that is not swept yet follows the swept key one to one (M = 2L²
+# in mean_field_limit) is named under the ticks, or the axis would hide half of what changed
+SHAPE_KEYS = ("model.L", "model.M", "model.d", "data.n_train")
 
 
 class KeyAxis(NamedTuple):
@@ -20,6 +24,7 @@ class KeyAxis(NamedTuple):
     positions: dict
     numeric: bool
     log: bool
+    tied: Optional[tuple] = None  # (a shape key, {value: its value}) that follows this key one to one
 
     def apply(self, ax, which: str = "x") -> None:
         from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
@@ -29,9 +34,14 @@ class KeyAxis(NamedTuple):
             (ax.set_xscale if which == "x" else ax.set_yscale)("log")
         ticks = [self.positions[v] for v in self.values]
         axis.set_major_locator(FixedLocator(ticks))
-        axis.set_major_formatter(FixedFormatter([f"{v:g}" if self.numeric else str(v) for v in self.values]))
+        texts = [f"{v:g}" if self.numeric else str(v) for v in self.values]
+        if self.tied:
+            other, follows = self.tied
+            texts = [f"{t}\n{SYMBOLS[other]} = {follows[v]:g}" for t, v in zip(texts, self.values)]
+        axis.set_major_formatter(FixedFormatter(texts))
         axis.set_minor_locator(NullLocator())
-        (ax.set_xlabel if which == "x" else ax.set_ylabel)(label(self.key))
+        (ax.set_xlabel if which == "x" else ax.set_ylabel)(label(self.key) + (
+            f" (and {SYMBOLS[self.tied[0]]}, tied to it)" if self.tied else ""))
         if self.numeric and len(ticks) > 1:
             lo, hi = min(ticks), max(ticks)
             pad = (hi / lo) ** 0.06 if self.log else 0.06 * (hi - lo)
@@ -62,8 +72,22 @@ def key_axis(df: pd.DataFrame, key: str) -> KeyAxis:
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric:
         values = sorted(values)
-        return KeyAxis(key, values, {v: v for v in values}, True, spans_decades(values, 1) or _geometric(values))
+        return KeyAxis(key, values, {v: v for v in values}, True, spans_decades(values, 1) or _geometric(values),
+                       tied_key(df, key, values))
     return KeyAxis(key, values, {v: i for i, v in enumerate(values)}, False, False)
+
+
+def tied_key(df: pd.DataFrame, key: str, values: list) -> Optional[tuple]:
+    """(shape key, {value of `key`: its value}) for a SHAPE_KEYS size that takes one value per value of `key`
+    and a different one for each, where there are at least two; None otherwise."""
+    for other in SHAPE_KEYS:
+        column = f"cfg.{other}"
+        if other == key or column not in df or len(values) < 2:
+            continue
+        pairs = df[[f"sweep.{key}", column]].dropna().drop_duplicates()
+        if len(pairs) == len(values) and pairs[column].nunique() == len(values):
+            return other, dict(zip(pairs[f"sweep.{key}"], pd.to_numeric(pairs[column])))
+    return None
 
 
 def _geometric(values) -> bool:

@@ -12,7 +12,8 @@ from ..errors import ConfigError
 
 # Each job's configuration as the sweep's checks composed it, until Hydra's launcher asks for it: composing
 # costs 0.1 s a job, and Hydra would compose every job twice more (its sweeper's validation, its launcher).
-_COMPOSED: Dict[Tuple[int, Tuple[str, ...]], DictConfig] = {}
+# Keyed by the sweep's config object's id, which the entry holds (no other object can take that id meanwhile).
+_COMPOSED: Dict[Tuple[int, Tuple[str, ...]], Tuple[DictConfig, DictConfig]] = {}
 
 
 def job_dir(job_cfg: DictConfig) -> Path:
@@ -32,7 +33,7 @@ def load_job_config(loader, config: DictConfig, overrides) -> DictConfig:
         composed = loader.load_sweep_config(config, list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"[{' '.join(overrides)}] {composition_error(e)}") from e
-    _COMPOSED[_key(config, overrides)] = composed
+    _COMPOSED[_key(config, overrides)] = config, composed
     return composed
 
 
@@ -64,8 +65,10 @@ class ReusingLoader:
         return getattr(self._loader, name)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides):
-        reused = _COMPOSED.pop(_key(master_config, sweep_overrides), None)
-        return reused if reused is not None else self._loader.load_sweep_config(master_config, sweep_overrides)
+        master, reused = _COMPOSED.pop(_key(master_config, sweep_overrides), (None, None))
+        if master is master_config:
+            return reused
+        return self._loader.load_sweep_config(master_config, sweep_overrides)
 
 
 def reusing_compositions(hydra_context):

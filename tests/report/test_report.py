@@ -41,7 +41,8 @@ def test_every_experiment_draws_readable_figures(tmp_path, experiment):
     panels = [ax for ax in figs["metrics"].axes if ax.get_visible()]
     assert len(panels) == len(settings["metrics"])
     for ax, metric in zip(panels, settings["metrics"]):
-        assert ax.get_ylabel().startswith(LABELS[metric]) and ax.get_xlabel() in LABELS.values(), (metric, ax.get_ylabel())
+        x_label = ax.get_xlabel().split(" (and ")[0]  # a size tied to the swept key is named after it
+        assert ax.get_ylabel().startswith(LABELS[metric]) and x_label in LABELS.values(), (metric, ax.get_ylabel())
         finished = df[df["status"] == "max_steps"][metric].astype(float)
         assert ax.get_yscale() == ("log" if spans_decades(finished, 2) else "linear"), metric
         assert ax.get_ylim()[1] < 1e29  # the diverged run's 1e30 is not on the scale
@@ -51,7 +52,7 @@ def test_every_experiment_draws_readable_figures(tmp_path, experiment):
             assert [t.get_text() for t in ax.get_xticklabels()] == dict(CATEGORICAL.values())[primary]
         elif not settings["x"]:
             ticks = sorted(df[f"sweep.{primary}"].dropna().unique())
-            assert [t.get_text() for t in ax.get_xticklabels()] == [f"{v:g}" for v in ticks]
+            assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == [f"{v:g}" for v in ticks]
     for name, fig in figs.items():
         texts = " ".join(t for a in fig.axes for t in a.get_legend_handles_labels()[1])
         texts += " ".join(t.get_text() for lg in fig.legends for t in lg.get_texts())
@@ -194,3 +195,21 @@ def test_a_run_directory_is_not_reported_as_a_sweep(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a run directory, not a sweep" in err and "cotresnet-plot" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_size_tied_to_the_swept_key_is_named_under_its_ticks(tmp_path):
+    """mean_field_limit sweeps L with M = 2L² following it: the axis says M's values too; kernel_vs_width's M
+    axis names no tied size (L and N stay fixed)."""
+    import matplotlib.pyplot as plt
+
+    from cotresnet.report.panels import key_axis
+
+    fig, ax = plt.subplots()
+    axis = key_axis(collect(fake_sweep(tmp_path, "mean_field_limit")), "model.L")
+    assert axis.tied == ("model.M", {4: 32, 8: 128, 16: 512})
+    axis.apply(ax)
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["4\nM = 32", "8\nM = 128", "16\nM = 512"]
+    assert "tied" in ax.get_xlabel()
+    assert key_axis(collect(fake_sweep(tmp_path, "kernel_vs_width")), "model.M").tied is None
+    plt.close(fig)
