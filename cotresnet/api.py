@@ -15,7 +15,8 @@ def run_job(cfg, run_dir, overrides: Sequence[str] = ()) -> List[dict]:
     run directory's plan (new, restart, resume, or done without touching a file), training, files and figures.
     `overrides` are recorded in .hydra/overrides.yaml. Returns one summary per member (one, or the replicas)."""
     from .job.checks import check_job
-    from .job.fit import JobContext, execute
+    from .job.execute import execute
+    from .job.fit import JobContext
     from .train import draw_run_figures
 
     run_dir = Path(run_dir).absolute()

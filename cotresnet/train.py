@@ -124,7 +124,7 @@ def _context(run_dir: Path):
 def run(cfg: DictConfig):
     """The task function: (re)check the job, then own its directory and train it, or report it done."""
     from .job.checks import check_job
-    from .job.fit import execute
+    from .job.execute import execute
     from .job.progress import print_summary
     from .job.resume import Interrupted
 

@@ -37,7 +37,8 @@ def train(run_dir: Path, *overrides, action=None):
     plots unless an override asks for them (they cost more than a small run)."""
     from cotresnet.config.compose import compose_config
     from cotresnet.job.checks import check_job
-    from cotresnet.job.fit import JobContext, execute
+    from cotresnet.job.execute import execute
+    from cotresnet.job.fit import JobContext
     from cotresnet.train import draw_run_figures
 
     if not any(o.startswith("plots=") for o in overrides):
