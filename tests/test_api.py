@@ -76,3 +76,14 @@ def test_errors_of_the_api_name_the_problem(tmp_path):
     assert not (tmp_path / "run").exists()
     with pytest.raises(RunDirError, match="particles.pt: missing"):
         cotresnet.load_run(tmp_path)
+
+
+def test_a_run_records_the_values_it_trained_with(tmp_path):
+    """.hydra/config.yaml holds resolved values: a width tied to the depth (mean_field_limit's
+    M = ${mul:2,${model.L},${model.L}}) is a number there, in load_run's config and in the sweep table."""
+    from helpers import train_small
+
+    train_small(tmp_path / "run", "model.M='${mul:2,${model.L},${model.L}}'")
+    config = cotresnet.load_run(tmp_path / "run").config
+    assert config["model"]["M"] == 2 * config["model"]["L"] ** 2
+    assert cotresnet.load_sweep(tmp_path)["cfg.model.M"].tolist() == [2 * config["model"]["L"] ** 2]

@@ -39,7 +39,9 @@ def prepare(check: JobCheck, ctx: JobContext) -> None:
         hydra_dir = m.run_dir / RD.CONFIG_DIR
         hydra_dir.mkdir(parents=True, exist_ok=True)
         overrides = [o for o in ctx.overrides if not o.startswith("sweep.")] + (m.replica.split() if m.replica else [])
-        OmegaConf.save(m.cfg, hydra_dir / "config.yaml")
+        # resolved: the values this run trained with (M = ${mul:2,${model.L},${model.L}} is M = 32 here), which
+        # the report's table, load_run and cotresnet-compare read
+        OmegaConf.save(m.cfg, hydra_dir / RD.CONFIG_YAML, resolve=True)
         OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
         if ctx.hydra_cfg is not None:
             OmegaConf.save(ctx.hydra_cfg, hydra_dir / "hydra.yaml")

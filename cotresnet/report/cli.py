@@ -150,9 +150,13 @@ def main(argv=None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"cotresnet-report: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
-    if any((args.sweep_dir / f).is_file() for f in (RD.IDENTITY, RD.SUMMARY, RD.METRICS)):
+    if any((args.sweep_dir / f).is_file() for f in (RD.SUMMARY, RD.METRICS)):  # a vectorized job's is a sweep
         print(f"cotresnet-report: {args.sweep_dir} is a run directory, not a sweep: its figure is drawn by cotresnet-plot "
               f"{args.sweep_dir} (into {RD.PLOTS}/), cotresnet-compare puts two runs side by side", file=sys.stderr)
+        return 2
+    if not run_dirs(args.sweep_dir):
+        print(f"cotresnet-report: no runs found under {args.sweep_dir} (a sweep directory holds run directories, "
+              "each with .hydra/config.yaml)", file=sys.stderr)
         return 2
     try:
         r = report(args.sweep_dir, args.out, args.metric, args.format)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -50,11 +51,21 @@ def config_differences(a: Path, b: Path) -> List[Tuple[str, str, str]]:
     return [(k, _text(fa.get(k)), _text(fb.get(k))) for k in keys if fa.get(k) != fb.get(k)]
 
 
+def run_names(a: Path, b: Path) -> Tuple[str, str]:
+    """The two runs' names: their directories', or where those are equal (`seed=0` in two jobs of a sweep)
+    their paths below the directory they share."""
+    if a.name != b.name:
+        return a.name, b.name
+    common = Path(os.path.commonpath([a.resolve(), b.resolve()]))
+    return str(a.resolve().relative_to(common)), str(b.resolve().relative_to(common))
+
+
 def comparison_lines(a: Path, b: Path) -> List[str]:
     """The configuration differences and the summaries side by side, with B / A for numbers."""
     sa, sb = RD.read_summary(a) or {}, RD.read_summary(b) or {}
     diffs = config_differences(a, b)
-    rows = [("", f"A: {a.name}", f"B: {b.name}", "B / A")]
+    name_a, name_b = run_names(a, b)
+    rows = [("", f"A: {name_a}", f"B: {name_b}", "B / A")]
     rows += [(k, va, vb, "") for k, va, vb in diffs] or [("(same configuration)", "", "", "")]
     rows.append(("", "", "", ""))
     for name, path in SUMMARY_ROWS:
@@ -112,11 +123,11 @@ def compare_figure(a: Path, b: Path, out: Path, formats=("png",)) -> List[Path]:
     until = shown_time(statuses, tables)
     fig, axes = subplots(2, 2, width=DOUBLE, height=5.0)
     runs = []
-    for letter, d, colour, m, status in zip("AB", (a, b), ("tab:blue", "tab:orange"), tables, statuses):
+    for letter, name, colour, m, status in zip("AB", run_names(a, b), ("tab:blue", "tab:orange"), tables, statuses):
         note = ""
         if status == "diverged" and math.isfinite(until):
             note = f" (diverged; drawn to t = {until:.3g})"
-        runs.append(Line2D([], [], color=colour, lw=2, label=f"{letter}: {short_name(d.name)}{note}"))
+        runs.append(Line2D([], [], color=colour, lw=2, label=f"{letter}: {short_name(name)}{note}"))
         _curve(axes[0, 0], m, "risk_train", colour, "-", until)
         _curve(axes[0, 0], m, "risk_test", colour, "--", until)
         _curve(axes[0, 1], m, "pl_ratio", colour, "-", until)
@@ -130,8 +141,11 @@ def compare_figure(a: Path, b: Path, out: Path, formats=("png",)) -> List[Path]:
     fig.legend(handles=runs + styles, loc="upper center", ncol=2, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 1.0))
     titles = [("(a) risk", r"risk $\mathcal{L}$"), ("(b) Polyak-Łojasiewicz ratio", label("pl_ratio")),
               ("(c) tangent kernel", label("lambda_min_tangent")), ("(d) transport from μ₀", "distance to μ₀")]
+    shown = [float(t["flow_time"].max()) for t in tables if t is not None and len(t)]
+    right = (min(until, max(shown)) if shown else 0.0) or 1.0
     for ax, (title, ylabel) in zip(axes.flat, titles):
         ax.set_title(title)
+        ax.set_xlim(-0.03 * right, 1.03 * right)  # one time axis for every panel, whatever each measured
         ax.set_xlabel(label("flow_time"))
         ax.set_ylabel(ylabel)
         if ax.lines:
@@ -139,26 +153,33 @@ def compare_figure(a: Path, b: Path, out: Path, formats=("png",)) -> List[Path]:
         else:
             ax.text(0.5, 0.5, "not measured in either run", ha="center", va="center", transform=ax.transAxes)
     fig.subplots_adjust(left=0.1, right=0.97, top=0.8, bottom=0.09, hspace=0.6, wspace=0.3)
-    return save_figure(fig, out, formats, tight=False)
+    return save_figure(fig, out, formats)  # cropped to what is drawn: no label is cut at an edge
 
 
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(prog="cotresnet-compare", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_a", type=Path)
     ap.add_argument("run_b", type=Path)
-    ap.add_argument("--out", type=Path, default=None, help="the figure's path without extension "
-                    "(default: ./compare_<A>_<B>)")
+    ap.add_argument("--out", type=Path, default=None, help="the figure's path: FILE.png, .pdf or .svg, or FILE "
+                    "without an extension for one file per --format (default: ./compare_<A>_<B>.png)")
     ap.add_argument("--format", nargs="+", default=None, choices=["png", "pdf", "svg"],
                     help="default: the --out file's extension, else png")
     args = ap.parse_args(argv)
     for d in (args.run_a, args.run_b):
+        if not d.exists():
+            print(f"cotresnet-compare: {d} does not exist", file=sys.stderr)
+            return 2
         if not (d / RD.METRICS).is_file():
             print(f"cotresnet-compare: {d} is not a run directory ({RD.METRICS} is missing)", file=sys.stderr)
             return 2
     try:
         print("\n".join(comparison_lines(args.run_a, args.run_b)))
-        out = args.out or Path(RD.safe_dirname(f"compare_{args.run_a.name}_{args.run_b.name}"))
+        out = args.out or Path(RD.safe_dirname("compare_{}_{}".format(*run_names(args.run_a, args.run_b))))
         given = out.suffix.lstrip(".") if out.suffix in (".png", ".pdf", ".svg") else None
+        if given and args.format and args.format != [given]:
+            print(f"cotresnet-compare: --out {out} is a .{given} file, --format asks for {' '.join(args.format)}: "
+                  "give --out without an extension for several formats", file=sys.stderr)
+            return 2
         formats = args.format or [given or "png"]
         for path in compare_figure(args.run_a, args.run_b, out.with_suffix("") if given else out, formats):
             print(path)

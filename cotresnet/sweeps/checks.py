@@ -31,7 +31,7 @@ def inside_root(config: DictConfig, paths: Iterable[Path]) -> None:
 
 def check_grid(config: DictConfig) -> Tuple[Dict[Path, object], Dict[str, int]]:
     """Every job of a grid sweep, checked as it will run (job.checks.check_job) before any is launched:
-    ({job directory: its JobCheck}, {plan action: count}). Refuses (one line per bad job) a sweep with a bad
+    ({job directory: its JobCheck}, {plan action: its runs}). Refuses (one line per bad job) a sweep with a bad
     job, a job directory outside its sweep, or values listed in another order than the ones that made an
     existing sweep directory."""
     from ..job.checks import check_job
@@ -39,21 +39,26 @@ def check_grid(config: DictConfig) -> Tuple[Dict[Path, object], Dict[str, int]]:
     from .expand import forget_compositions, sweep_jobs
 
     forget_compositions()  # another sweep's, in this process
+    vectorize = list(config.sweep.vectorize)
+    if vectorize and "VectorizingSweeper" not in str(config.hydra.sweeper._target_):
+        raise ConfigError(f"sweep.vectorize={vectorize} needs cotresnet's sweeper (hydra/sweeper=vectorizing, the "
+                          "default): Hydra's basic sweeper would run every value as a job of its own")
     sweep_dir = Path(str(config.hydra.sweep.dir))  # resolved first: the jobs' configurations share its cache
     inside_root(config, [sweep_dir])
-    jobs = list(sweep_jobs(config))
+    bad: List[str] = []  # one line per bad job: those Hydra cannot compose, then those a check refuses
+    jobs = list(sweep_jobs(config, bad))
     moved = renumbered([job_dir for _, _, job_dir in jobs])
     if moved:
         raise ConfigError(f"{moved[0][1]} holds the job that would now run as {moved[0][0].name} ({len(moved)} "
                           "job(s) numbered differently): this sweep lists its values in another order than the one "
                           "that made the directory; list them as before, or choose another hydra.sweep.dir")
-    checked, plans, bad = {}, {}, []
+    checked, plans = {}, {}
     for overrides, job_cfg, job_dir in jobs:
         try:
             if not job_dir.resolve().is_relative_to(sweep_dir.resolve()):
                 raise ConfigError(f"its directory {job_dir} resolves outside the sweep's {sweep_dir}")
             check = checked[job_dir.absolute()] = check_job(job_cfg, job_dir)
-            plans[check.plan.action] = plans.get(check.plan.action, 0) + 1
+            plans[check.plan.action] = plans.get(check.plan.action, 0) + len(check.members)  # runs, as every count
         except ConfigError as e:
             bad.append(f"[{' '.join(overrides)}] {e}")
     if bad:

@@ -3,7 +3,7 @@ configurations and job directories (hydra.sweep.dir / hydra.sweep.subdir). No to
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, open_dict
 
@@ -80,9 +80,10 @@ def reusing_compositions(hydra_context):
     return replace(hydra_context, config_loader=ReusingLoader(hydra_context.config_loader))
 
 
-def sweep_jobs(config: DictConfig):
+def sweep_jobs(config: DictConfig, refused: Optional[List[str]] = None):
     """(overrides, task config, job directory) of every job of a multirun by our grid sweepers, in launch
-    order (as BasicSweeper: hydra.sweeper.params, i.e. experiments, first, then the command line)."""
+    order (as BasicSweeper: hydra.sweeper.params, i.e. experiments, first, then the command line). A job
+    Hydra cannot compose raises ConfigError, or with `refused` given is skipped, its refusal appended."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -95,7 +96,14 @@ def sweep_jobs(config: DictConfig):
     idx = 0
     for batch in split_jobs(parsed, list(config.sweep.vectorize)):
         for overrides in batch:
-            job_cfg = load_job_config(loader, config, overrides)
+            try:
+                job_cfg = load_job_config(loader, config, overrides)
+            except ConfigError as e:
+                if refused is None:
+                    raise
+                refused.append(str(e))
+                idx += 1
+                continue
             with open_dict(job_cfg):
                 job_cfg.hydra.job.num = job_cfg.hydra.job.id = idx
             yield overrides, task_config(job_cfg), job_dir(job_cfg)

@@ -18,6 +18,7 @@ def test_command_line_refusals_exit_2_with_one_line_and_create_nothing(tmp_path)
     for overrides, field in ([["model.L=0"], "model.L"], [["model.width=3"], "model.width"],
                              [["+model.actvation=silu"], "model.actvation"], [["-m", "model.M=4,0"], "model.M"],
                              [["-m", "model.L=4,abc"], "model.L"], [["-m", "model.M=4,8", "init.scale_u=0.5,x"], "scale_u"],
+                             [["-m", "seed=0,1", "sweep.vectorize=[seed]", "hydra/sweeper=basic"], "hydra/sweeper=vectorizing"],
                              [["model.L=${oc.env:COTRESNET_UNSET}"], "COTRESNET_UNSET"],
                              [["seed=${oc.env:COTRESNET_UNSET,abc}"], "seed"],
                              [["hparams_search=optuna", "optimized_metric=foo"], "optimized_metric"],

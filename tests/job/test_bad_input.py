@@ -125,3 +125,28 @@ def test_a_vectorized_rerun_with_one_replica_changed_names_that_replica_alone(tm
         with pytest.raises(ConfigError) as e:
             train_small(tmp_path / "job", "trainer.max_steps=2", f"sweep.replicas={replicas}")
         assert expected in str(e.value) and len(str(e.value)) < 400, str(e.value)
+
+
+def test_a_sweep_names_every_bad_job_whatever_refuses_it(tmp_path):
+    """A value Hydra cannot compose (model.M=abc) and one a check refuses (model.L=0) are each named, one line
+    per bad job, before anything is launched; sweep.vectorize under Hydra's own sweeper is refused."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from cotresnet.sweeps.checks import check_grid
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        cfg = loader.load_configuration("train", [*SMALL, f"paths.root={tmp_path}", "model.L=3,0", "model.M=4,abc"],
+                                        RunMode.MULTIRUN)
+        with pytest.raises(ConfigError) as refused:
+            check_grid(cfg)
+        lines = str(refused.value).splitlines()
+        assert lines[0] == "3 sweep job(s) refused, nothing launched:" and len(lines) == 4
+        assert sum("model.M=abc" in line for line in lines) == 2 and sum("model.L=0 is out of range" in line
+                                                                         for line in lines) == 1
+        cfg = loader.load_configuration("train", [*SMALL, f"paths.root={tmp_path}", "seed=0,1", "sweep.vectorize=[seed]",
+                                                  "hydra/sweeper=basic"], RunMode.MULTIRUN)
+        with pytest.raises(ConfigError, match="needs cotresnet's sweeper"):
+            check_grid(cfg)
+    assert not any(tmp_path.iterdir())

@@ -195,6 +195,10 @@ def test_a_run_directory_is_not_reported_as_a_sweep(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a run directory, not a sweep" in err and "cotresnet-plot" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in run.iterdir()) == before
+    elsewhere = tmp_path / "not_a_sweep"
+    (elsewhere / "notes").mkdir(parents=True)
+    assert main([str(elsewhere)]) == 2 and "no runs found" in capsys.readouterr().err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["notes"]
 
 
 def test_a_size_tied_to_the_swept_key_is_named_under_its_ticks(tmp_path):

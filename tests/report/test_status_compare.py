@@ -68,6 +68,10 @@ def test_compare_puts_configurations_summaries_and_curves_side_by_side(tmp_path,
     assert (tmp_path / "cmp.pdf").read_bytes().startswith(b"%PDF")
     assert compare_main([str(a), str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+    assert compare_main([str(a), str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert compare_main([str(a), str(b), "--out", str(tmp_path / "x.pdf"), "--format", "png"]) == 2
+    assert "--format asks for png" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
 
 
 def test_compare_draws_a_diverged_run_within_the_other_runs_time(tmp_path, two_runs, monkeypatch):
@@ -90,7 +94,22 @@ def test_compare_draws_a_diverged_run_within_the_other_runs_time(tmp_path, two_r
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any(t.startswith("B: diverged") and f"drawn to t = {last:.3g}" in t for t in legend), legend
     for ax in fig.axes:
+        assert ax.get_xlim()[1] == pytest.approx(1.03 * last)  # one time axis, whatever each panel measured
         if ax.get_yscale() == "log":
             lo, hi = sorted(ax.get_ylim())
             assert sum(lo <= t <= hi for t in ax.get_yticks()) >= 2, ax.get_title()
     plt.close(fig)
+
+
+def test_compare_names_two_runs_of_the_same_name_by_their_paths(tmp_path, two_runs):
+    """Replicas share their directory's name (seed=0 in two jobs): the runs are named by their paths below the
+    directory they share, in the table and in the figure's file name."""
+    import shutil
+
+    from cotresnet.report.compare import comparison_lines, run_names
+
+    a, b = tmp_path / "0_x" / "seed=0", tmp_path / "1_y" / "seed=0"
+    shutil.copytree(two_runs[0], a)
+    shutil.copytree(two_runs[1], b)
+    assert run_names(a, b) == ("0_x/seed=0", "1_y/seed=0")
+    assert comparison_lines(a, b)[0].split()[:4] == ["A:", "0_x/seed=0", "B:", "1_y/seed=0"]
