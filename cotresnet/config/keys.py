@@ -49,16 +49,37 @@ def near_key(path: str):
 
 
 def refusal_hint(message: str) -> str:
-    """What to type instead, for Hydra's own refusals: a misspelt key, a list key given one value, an
-    extra Trainer option without its +."""
+    """What to type instead, for Hydra's own refusals: a misspelt key (the nearest, else the keys there), a list
+    key given one value, an extra Trainer option without its +, several values without -m, a deleted key."""
     misspelt = re.match(r"Could not override '([^']+)'", message)
     if misspelt and misspelt.group(1).startswith("trainer.extra."):
         return f"; add Trainer options with a +: +{misspelt.group(1)}=<value>"
     near = near_key(misspelt.group(1)) if misspelt else None
     if near:
         return f"; did you mean {near}"
+    if misspelt:
+        parent, _, _ = misspelt.group(1).rpartition(".")
+        keys = _keys_at(parent)
+        return f"; the keys{f' of {parent}' if parent else ''} are: {', '.join(keys)}" if keys else ""
+    several = re.match(r"Ambiguous value for argument '([^=']+)=", message)
+    if several:
+        return (f"; several values sweep with -m (cotresnet-train -m {several.group(1)}=...), a list value is "
+                f"{several.group(1)}=[...]")
+    deleted = re.match(r"Error merging override ~([\w.]+) .*does not support deletion", message)
+    if deleted:
+        return f"; every key of the schema needs a value: set {deleted.group(1)}=<value> instead"
     single = re.match(r"Error merging override ([\w.]+)=(\S+) .*not a ListConfig", message)
     return f"; {single.group(1)} takes a list: {single.group(1)}=[{single.group(2)}]" if single else ""
+
+
+def _keys_at(path: str) -> list:
+    """The schema's keys under a dotted path ('' for the top), [] where it holds no dataclass."""
+    schema = C.TrainConfig
+    for part in filter(None, path.split(".")):
+        schema = _dataclass_of(typing.get_type_hints(schema).get(part))
+        if schema is None:
+            return []
+    return [k for k, hint in typing.get_type_hints(schema).items() if typing.get_origin(hint) is not typing.ClassVar]
 
 
 def composition_error(e: Exception) -> ConfigError:
@@ -66,16 +87,31 @@ def composition_error(e: Exception) -> ConfigError:
     an unset interpolation) as one line naming the key, with what to type instead."""
     texts = [str(e)] + ([str(e.__cause__)] if e.__cause__ else [])
     message = " ".join(p for p in (t.splitlines()[0] for t in texts) if p and not p.startswith("To append"))
-    return ConfigError(message + (_group_options("\n".join(texts)) or refusal_hint(message)))
+    hint = _group_options("\n".join(texts)) or refusal_hint(message)
+    return ConfigError((message.rstrip(".") if hint else message) + hint)
 
 
 def _group_options(text: str) -> str:
-    """A config group's options, from Hydra's report of an option it could not find (data=mnist)."""
+    """A config group's options, for an option Hydra could not find (data=mnist) or load (logger=[csv,nope]):
+    from its report, else from its config repository; schemas (`*_schema`) are not options."""
     listed = re.search(r"Available options in '([^']+)':\n((?:\t.*(?:\n|$))+)", text)
-    if not listed:
-        return ""
-    options = [o.strip() for o in listed.group(2).splitlines() if o.strip()]
-    return f"; {listed.group(1)} is one of: {', '.join(options)}"
+    if listed:
+        group, options = listed.group(1), [o.strip() for o in listed.group(2).splitlines() if o.strip()]
+    else:
+        missing = re.search(r"Could not load '(.+)/[^/']+'", text)
+        if not missing:
+            return ""
+        group, options = missing.group(1), _options(missing.group(1))
+    options = [o for o in options if not o.endswith("_schema")]
+    return f"; {group} is one of: {', '.join(options)}" if options else ""
+
+
+def _options(group: str) -> list:
+    """The options of a config group in Hydra's repository ([] where Hydra is not initialized)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra = GlobalHydra.instance()
+    return sorted(hydra.config_loader().get_group_options(group)) if hydra.is_initialized() else []
 
 
 def resolves_to_its_types(cfg) -> None:
