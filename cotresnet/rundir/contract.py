@@ -148,14 +148,14 @@ _LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{7,}(?:[eE][+-]?\d+)?(?![\w.])")
 
 def safe_dirname(text: str) -> str:
     """A job or replica directory's name for a string of overrides (`model.M=8,init.scale_u=0.30000000000000004`):
-    floats of more than 7 decimals rounded to 6 significant digits (jobs of a sweep stay apart by their
-    number; replicas with equal rounded names are refused), every character but letters, digits and
+    floats of more than 7 decimals rounded to 6 significant digits, every character but letters, digits and
     . _ = , + - replaced by _ (no path separator or '..' component reaches the filesystem), cut to
-    NAME_BYTES. A replaced or cut name ends with a hash of the full text, which keeps distinct overrides
-    distinct; the full overrides are in the run's .hydra/overrides.yaml."""
+    NAME_BYTES. A rounded, replaced or cut name ends with a hash of the full text, which keeps distinct
+    overrides distinct (0.1234567 and 0.1234568 both round to 0.123457); the full overrides are in the run's
+    .hydra/overrides.yaml."""
     rounded = _LONG_FLOAT.sub(lambda m: f"{float(m.group(0)):.6g}", text)
     safe = _UNSAFE.sub("_", rounded)
-    if safe == rounded and len(safe.encode()) <= NAME_BYTES:
+    if safe == text and len(safe.encode()) <= NAME_BYTES:
         return safe
     return f"{safe[:NAME_BYTES - 11]}_{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 

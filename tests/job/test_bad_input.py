@@ -50,8 +50,9 @@ def test_job_directories_are_safe_bounded_names_inside_their_sweep(tmp_path, ove
 
 def test_safe_names_keep_distinct_overrides_distinct():
     names = {safe_dirname(t) for t in ["data.path=a/b.pt", "data.path=a_b.pt", "data.path=a:b.pt", "x=" + "a" * 400,
-                                       "x=" + "a" * 401]}
-    assert len(names) == 5 and all(len(n.encode()) <= NAME_BYTES for n in names)
+                                       "x=" + "a" * 401, "init.scale_u=0.1234567", "init.scale_u=0.1234568"]}
+    assert len(names) == 7 and all(len(n.encode()) <= NAME_BYTES for n in names)
+    assert safe_dirname("init.scale_u=0.1234567").startswith("init.scale_u=0.123457_")  # rounded, then told apart
 
 
 @pytest.mark.parametrize("requested, cpus, expected", [(10000, 2, 2), (3, 2, 2), (64, 8, 8), (2, 4, 2)])
