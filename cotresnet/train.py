@@ -14,9 +14,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from .config.compose import CONF_DIR, refuse_composition_errors, register_resolvers
+from .config.compose import CONF_DIR, experiment_conflicts, refuse_composition_errors, register_resolvers
 from .errors import ConfigError, refuse, run_check
 from .rundir import contract as RD
 
@@ -63,6 +63,7 @@ class ValidateConfig(HydraCallback):
         if not str(config.hydra.run.dir).strip():
             refuse("hydra.run.dir is empty (the job would write into the current directory); give a directory")
         run_dir = Path(str(config.hydra.run.dir)).absolute()
+        run_check(experiment_conflicts, OmegaConf.to_container(config.hydra.overrides.task))  # unresolved
         run_check(inside_root, config, [run_dir])
         _CHECKED[run_dir] = run_check(check_job, task_config(config), run_dir)
 
@@ -74,6 +75,7 @@ class ValidateConfig(HydraCallback):
 
             submitit_warnings_once()
 
+        run_check(experiment_conflicts, OmegaConf.to_container(config.hydra.overrides.task))  # unresolved
         if config.hydra.sweeper._target_ in OUR_SWEEPERS:
             run_check(_check_sweep, config)
         elif "ThresholdSweeper" not in config.hydra.sweeper._target_:  # it checks and plans each round itself

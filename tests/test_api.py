@@ -78,6 +78,16 @@ def test_errors_of_the_api_name_the_problem(tmp_path):
         cotresnet.load_run(tmp_path)
 
 
+def test_an_experiment_keeps_the_group_options_it_does_not_contradict():
+    """experiment=... with the default option chosen explicitly, or an option whose own values it leaves alone,
+    composes as the experiment says; command-line values win over the experiment's."""
+    cfg = cotresnet.compose_config(["experiment=pl_phase_diagram", "data=teacher", "callbacks=default"])
+    assert (cfg.data.n_train, cfg.callbacks.kernel_every) == (64, 200)
+    cfg = cotresnet.compose_config(["experiment=pl_phase_diagram", "callbacks=none", "callbacks.kernel_every=0",
+                                    "callbacks.ot_every=0"])
+    assert (cfg.callbacks.kernel_every, cfg.callbacks.ot_every, cfg.model.M) == (0, 0, 32)
+
+
 def test_a_run_records_the_values_it_trained_with(tmp_path):
     """.hydra/config.yaml holds resolved values: a width tied to the depth (mean_field_limit's
     M = ${mul:2,${model.L},${model.L}}) is a number there, in load_run's config and in the sweep table."""

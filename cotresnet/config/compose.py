@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import refuse
+from ..errors import ConfigError, refuse
 from .keys import composition_error
 from .schema import register
 
@@ -53,8 +53,44 @@ def compose_config(overrides=(), multirun: bool = False) -> DictConfig:
             cfg = compose("train", overrides=list(overrides))
         except (HydraException, OmegaConfBaseException) as e:
             raise composition_error(e) from e
+    experiment_conflicts(overrides)
     validate(cfg)
     return cfg
+
+
+def experiment_conflicts(overrides) -> None:
+    """An experiment is merged after the config groups, so its values replace those of a group option chosen on
+    the command line (experiment=pl_phase_diagram callbacks=none would compute kernels every 200 steps):
+    refused where it replaces a value that makes the option what it is (one it sets otherwise than the group's
+    default option), naming each value and the override that keeps the option's. Values given on the command
+    line win over both, so they are never in conflict."""
+    import yaml
+
+    chosen = dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith(("+", "~")))
+    experiment = chosen.get("experiment")
+    path = Path(CONF_DIR) / "experiment" / f"{experiment}.yaml"
+    if not experiment or not path.is_file():
+        return
+    def option_values(group: str, option) -> dict:
+        file = Path(CONF_DIR) / group / f"{option}.yaml"
+        return (yaml.safe_load(file.read_text()) or {}) if isinstance(option, str) and file.is_file() else {}
+
+    defaults = {k: v for d in yaml.safe_load((Path(CONF_DIR) / "train.yaml").read_text())["defaults"]
+                if isinstance(d, dict) for k, v in d.items()}
+    body, clashes = yaml.safe_load(path.read_text()) or {}, []
+    for group, option in chosen.items():
+        if "/" in group or not isinstance(body.get(group), dict):
+            continue
+        # the values that make the option what it is: those it sets otherwise than the group's default option
+        values, usual = option_values(group, option), option_values(group, defaults.get(group))
+        clashes += [(f"{group}.{k}", v, values[k], group, option) for k, v in body[group].items()
+                    if k in values and values[k] != v and values[k] != usual.get(k) and f"{group}.{k}" not in chosen]
+    if clashes:
+        sets = ", ".join(f"{key}={new}" for key, new, _, _, _ in clashes)
+        keep = " ".join(f"{key}={old}" for key, _, old, _, _ in clashes)
+        options = ", ".join(dict.fromkeys(f"{g}={o}" for *_, g, o in clashes))
+        raise ConfigError(f"experiment={experiment} sets {sets}, replacing the values of {options} (an experiment is "
+                          f"merged after the groups); to keep them give {keep}")
 
 
 def refuse_composition_errors() -> None:

@@ -69,6 +69,8 @@ BAD = [  # (overrides, what the message must name)
     (["logger=[csv,nope]"], "'logger/nope'; logger is one of: csv, tensorboard, wandb"),
     (["hydra/sweeper=nope"], "hydra/sweeper is one of: basic, optuna, threshold, vectorizing"),
     (["model.L=2,3"], "several values sweep with -m"), (["~model.L"], "set model.L=<value> instead"),
+    (["experiment=pl_phase_diagram", "callbacks=none"], "to keep them give callbacks.kernel_every=0 callbacks.ot_every=0"),
+    (["experiment=mean_field_limit", "callbacks=none"], "experiment=mean_field_limit sets callbacks.kernel_every=150"),
     (["nope=1"], "the keys are: model, init, data,"), (["model.nope=1"], "the keys of model are: L, M, d,"),
     (["trainer.extra.detect_anomaly=true"], "+trainer.extra.detect_anomaly=<value>"),
     (["model.M=100000000000"], "model.M"), (["data.n_train=1000000000"], "data.n_train"), (["model.d=100000000"], "model.d"),
