@@ -15,7 +15,18 @@ from typing import List
 import numpy as np
 
 from ..rundir import contract as RD
-from .style import DOUBLE, colours, decade_label, label, log_axis, save_figure, spans_decades, styled, subplots
+from .style import (
+    DOUBLE,
+    colours,
+    decade_label,
+    label,
+    log_axis,
+    save_figure,
+    small_numbers,
+    spans_decades,
+    styled,
+    subplots,
+)
 
 FIGURE = "run"
 TIME = "flow time t"
@@ -84,6 +95,8 @@ def _eigenvalues(ax, m) -> None:
     if drawn:
         log_axis(ax)
         ax.plot([], [], "s", color="0.8", label="below: unresolved")
+    else:
+        ax.text(0.5, 0.5, "kernels not measured", ha="center", va="center", transform=ax.transAxes, fontsize=7)
     ax.set_ylabel("smallest eigenvalue")
     ax.set_title("(c) kernels (shaded: resolution)")
 
@@ -172,6 +185,11 @@ def plot_run(run_dir: Path, formats=("png",)) -> List[Path]:
         draw(ax)
         if ax.get_xlabel() == "":
             ax.set_xlabel(TIME)
+        last = float(m["flow_time"].max()) if m is not None and len(m) else 0.0
+        if ax is not axes.flat[5] and last > 0:  # one time axis for every panel, those with nothing drawn too
+            ax.set_xlim(-0.03 * last, 1.03 * last)
+            if not 1e-2 <= last < 1e4:
+                small_numbers(ax, [last], "x")  # t to 1e15 (a blow-up): "(×10¹⁵)" in the label, no offset text
         if ax is not axes.flat[5] and ax.get_legend_handles_labels()[1]:  # below the axes, never over the data
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), fontsize=6, handlelength=1.5)
     if rows == 3:
