@@ -229,6 +229,18 @@ def renumbered(job_dirs: List[Path]) -> List[tuple]:
     return out
 
 
+def taken_numbers(job_dirs: List[Path]) -> List[tuple]:
+    """(new job directory, existing directory) pairs where a job's number is taken by a job of other
+    overrides: another sweep ran in this sweep directory (its job 0 is not this sweep's job 0)."""
+    out = []
+    for job_dir in job_dirs:
+        num, _, _ = job_dir.name.partition("_")
+        if job_dir.exists() or not num.isdigit() or not job_dir.parent.is_dir():
+            continue
+        out += [(job_dir, p) for p in job_dir.parent.glob(f"{num}_*") if p.is_dir() and p.name != job_dir.name]
+    return out
+
+
 def clear_outputs(paths: List[Path]) -> None:
     for p in paths:
         if p.is_dir() and not p.is_symlink():

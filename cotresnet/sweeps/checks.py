@@ -35,7 +35,7 @@ def check_grid(config: DictConfig) -> Tuple[Dict[Path, object], Dict[str, int]]:
     job, a job directory outside its sweep, or values listed in another order than the ones that made an
     existing sweep directory."""
     from ..job.checks import check_job
-    from ..rundir.ownership import renumbered
+    from ..rundir.ownership import renumbered, taken_numbers
     from .expand import forget_compositions, sweep_jobs
 
     forget_compositions()  # another sweep's, in this process
@@ -52,6 +52,11 @@ def check_grid(config: DictConfig) -> Tuple[Dict[Path, object], Dict[str, int]]:
         raise ConfigError(f"{moved[0][1]} holds the job that would now run as {moved[0][0].name} ({len(moved)} "
                           "job(s) numbered differently): this sweep lists its values in another order than the one "
                           "that made the directory; list them as before, or choose another hydra.sweep.dir")
+    taken = taken_numbers([job_dir for _, _, job_dir in jobs])
+    if taken:
+        raise ConfigError(f"{taken[0][1]} is job {taken[0][1].name.partition('_')[0]} of another sweep (this sweep's is "
+                          f"{taken[0][0].name}): a sweep directory holds one sweep (it may grow by more values of "
+                          "its keys); choose another hydra.sweep.dir")
     checked, plans = {}, {}
     for overrides, job_cfg, job_dir in jobs:
         try:

@@ -151,3 +151,27 @@ def test_a_sweep_names_every_bad_job_whatever_refuses_it(tmp_path):
         with pytest.raises(ConfigError, match="needs cotresnet's sweeper"):
             check_grid(cfg)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_sweep_directory_holds_one_sweep(tmp_path):
+    """Another sweep's job 0 in the directory (seed added to a sweep that had none) is refused before anything
+    is launched; the same sweep grown by more values of its keys is not."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from cotresnet.sweeps.checks import check_grid
+
+    sweep = tmp_path / "s"
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+
+        def check(*overrides):
+            return check_grid(loader.load_configuration("train", [*SMALL, f"hydra.sweep.dir={sweep}", *overrides],
+                                                        RunMode.MULTIRUN))
+
+        (first,) = check("model.M=4")[0]
+        first.mkdir(parents=True)  # the first sweep's job 0
+        with pytest.raises(ConfigError, match=f"{first.name} is job 0 of another sweep"):
+            check("model.M=4", "seed=1")
+        checked, plans = check("model.M=4,8")
+    assert len(checked) == 2 and [p.name for p in sweep.iterdir()] == [first.name]
