@@ -14,11 +14,17 @@ def run_job(cfg, run_dir, overrides: Sequence[str] = ()) -> List[dict]:
     `cotresnet-train` does: every check first (a ConfigError names the field, nothing is written), then the
     run directory's plan (new, restart, resume, or done without touching a file), training, files and figures.
     `overrides` are recorded in .hydra/overrides.yaml. Returns one summary per member (one, or the replicas)."""
+    from omegaconf import DictConfig
+
+    from .errors import ConfigError
     from .job.checks import check_job
     from .job.execute import execute
     from .job.fit import JobContext
     from .train import draw_run_figures
 
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"run_job takes a composed configuration (cotresnet.compose_config([...])), not a "
+                          f"{type(cfg).__name__}")
     run_dir = Path(run_dir).absolute()
     action, summaries = execute(check_job(cfg, run_dir), JobContext(list(overrides), name=run_dir.name))
     draw_run_figures(cfg, summaries, missing_only=action == "done")

@@ -50,6 +50,14 @@ def test_run_job_returns_a_summary_per_replica_and_load_sweep_reads_them(tmp_pat
     for s in summaries:
         run = cotresnet.load_run(s["run_dir"])
         assert run.final.risk(run.data.x_train, run.data.y_train).item() == s["final"]["risk_train"]
+    # the job's directory holds its replicas: cotresnet-status and cotresnet-plot say so, not "killed"
+    from cotresnet.report.cli import plot_main
+    from cotresnet.report.status import status_lines
+
+    job = tmp_path / "sweep" / "0_job"
+    assert status_lines(job)[0] == "sweep 0_job: 2 runs found, no plan known (sweep_plan.json absent or open-ended)"
+    assert status_lines(job)[1].split()[:2] == ["done", "2"]
+    assert plot_main([str(job)]) == 2 and plot_main([str(tmp_path / "nowhere")]) == 2
 
 
 def test_a_job_leaves_the_process_thread_count_as_it_found_it(tmp_path):
@@ -69,6 +77,10 @@ def test_errors_of_the_api_name_the_problem(tmp_path):
         cotresnet.compose_config(["model.L=0"])
     with pytest.raises(ConfigError, match="data is one of: breast_cancer, diabetes, digits, teacher, wine"):
         cotresnet.compose_config(["data=mnist"])
+    with pytest.raises(ConfigError, match="takes a list of overrides"):
+        cotresnet.compose_config("model.L=4")
+    with pytest.raises(ConfigError, match="takes a composed configuration"):
+        cotresnet.run_job({"model": {"L": 3}}, tmp_path / "run")
     cfg = cotresnet.compose_config([*SMALL])
     cfg.model.L = 0  # changed after composing: run_job checks again
     with pytest.raises(ConfigError, match="model.L=0"):

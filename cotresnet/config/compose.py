@@ -44,6 +44,8 @@ def compose_config(overrides=(), multirun: bool = False) -> DictConfig:
 
     from .validate import validate
 
+    if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"compose_config takes a list of overrides, e.g. ['model.L=8'], not {overrides!r}")
     register_resolvers()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         try:

@@ -185,10 +185,14 @@ def plot_main(argv=None) -> int:
     ap.add_argument("run_dirs", type=Path, nargs="+")
     ap.add_argument("--format", nargs="+", default=["png"], choices=["png", "pdf", "svg"])
     args = ap.parse_args(argv)
-    bad = [d for d in args.run_dirs if not (d / RD.METRICS).is_file()]
-    if bad:
-        print(f"cotresnet-plot: {bad[0]} is not a run directory ({RD.METRICS} is missing)", file=sys.stderr)
-        return 2
+    for d in args.run_dirs:
+        if not (d / RD.METRICS).is_file():
+            why = "does not exist" if not d.exists() else (
+                "holds runs, not one (cotresnet-report draws a sweep's figures)" if any(
+                    r.resolve() != d.resolve() for r in run_dirs(d)) else
+                f"is not a run directory ({RD.METRICS} is missing)")
+            print(f"cotresnet-plot: {d} {why}", file=sys.stderr)
+            return 2
     for d in args.run_dirs:
         try:
             for path in plot_run(d, args.format):

@@ -44,14 +44,15 @@ def _names(names: List[str]) -> str:
 def status_lines(sweep_dir: Path, df=None) -> List[str]:
     """The status of a sweep directory in a few lines (or of a single run directory in one); `df`: the sweep's
     table when it is already collected."""
-    from .sweep import collect, count_text
+    from .sweep import collect, count_text, run_dirs
 
     sweep_dir = Path(sweep_dir)
-    if (sweep_dir / RD.IDENTITY).exists() and not (sweep_dir / RD.SWEEP_PLAN).exists():
+    if (sweep_dir / RD.IDENTITY).exists() and not (sweep_dir / RD.SWEEP_PLAN).exists() and not any(
+            d.resolve() != sweep_dir.resolve() for d in run_dirs(sweep_dir)):  # a vectorized job's is a small sweep
         return [_run_line(sweep_dir)]
     df, plan = collect(sweep_dir) if df is None else df, RD.read_sweep_plan(sweep_dir)
     groups, found = run_groups(df), len(df)
-    jobs = f" in {df['job_dir'].nunique()} jobs" if found and df["job_dir"].nunique() != found else ""
+    jobs = f" in {count_text(df['job_dir'].nunique(), 'job')}" if found and df["job_dir"].nunique() != found else ""
     if plan and plan.get("runs") is not None:
         limit = "at most " if plan.get("bound") else ""
         head = (f"sweep {sweep_dir.name} ({plan['sweeper']} sweeper): {count_text(found, 'run')}{jobs} found, "
