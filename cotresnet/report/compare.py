@@ -123,11 +123,17 @@ def compare_figure(a: Path, b: Path, out: Path, formats=("png",)) -> List[Path]:
     until = shown_time(statuses, tables)
     fig, axes = subplots(2, 2, width=DOUBLE, height=5.0)
     runs = []
-    for letter, name, colour, m, status in zip("AB", run_names(a, b), ("tab:blue", "tab:orange"), tables, statuses):
+    # a long name (a sweep's job) is elided in its middle, where the value that differs often sits: then the
+    # legend names the runs by what differs in their configurations instead
+    names = run_names(a, b)
+    differ = config_differences(a, b)
+    if differ and any(len(n) > 36 for n in names):
+        names = tuple(short_name(", ".join(f"{k}={row[i]}" for k, *row in differ[:3]), 60) for i in (0, 1))
+    for letter, name, colour, m, status in zip("AB", names, ("tab:blue", "tab:orange"), tables, statuses):
         note = ""
         if status == "diverged" and math.isfinite(until):
             note = f" (diverged; drawn to t = {until:.3g})"
-        runs.append(Line2D([], [], color=colour, lw=2, label=f"{letter}: {short_name(name)}{note}"))
+        runs.append(Line2D([], [], color=colour, lw=2, label=f"{letter}: {short_name(name, 60)}{note}"))
         _curve(axes[0, 0], m, "risk_train", colour, "-", until)
         _curve(axes[0, 0], m, "risk_test", colour, "--", until)
         _curve(axes[0, 1], m, "pl_ratio", colour, "-", until)

@@ -101,7 +101,7 @@ def test_compare_draws_a_diverged_run_within_the_other_runs_time(tmp_path, two_r
     plt.close(fig)
 
 
-def test_compare_names_two_runs_of_the_same_name_by_their_paths(tmp_path, two_runs):
+def test_compare_names_two_runs_of_the_same_name_by_their_paths(tmp_path, two_runs, monkeypatch):
     """Replicas share their directory's name (seed=0 in two jobs): the runs are named by their paths below the
     directory they share, in the table and in the figure's file name."""
     import shutil
@@ -113,3 +113,17 @@ def test_compare_names_two_runs_of_the_same_name_by_their_paths(tmp_path, two_ru
     shutil.copytree(two_runs[1], b)
     assert run_names(a, b) == ("0_x/seed=0", "1_y/seed=0")
     assert comparison_lines(a, b)[0].split()[:4] == ["A:", "0_x/seed=0", "B:", "1_y/seed=0"]
+    # long job names: the legend names the runs by what differs (init.scale_u here), not by elided paths
+    import matplotlib.pyplot as plt
+
+    from cotresnet.report import compare
+
+    long_a, long_b = tmp_path / ("0_" + "k" * 40) / "seed=0", tmp_path / ("1_" + "k" * 40) / "seed=0"
+    shutil.copytree(two_runs[0], long_a)
+    shutil.copytree(two_runs[1], long_b)
+    figures = []
+    monkeypatch.setattr(compare, "save_figure", lambda fig, *a, **k: figures.append(fig) or [])
+    compare.compare_figure(long_a, long_b, tmp_path / "cmp")
+    legend = [t.get_text() for t in figures[0].legends[0].get_texts()]
+    assert legend[0].startswith("A: init.scale_u=1") and legend[1].startswith("B: init.scale_u=2"), legend
+    plt.close(figures[0])
