@@ -13,7 +13,7 @@ from typing import Dict, List
 import pandas as pd
 
 from ..rundir import contract as RD
-from .sweep import METRICS, collect, count_statuses, read_yaml, run_dirs, swept_keys
+from .sweep import METRICS, collect, count_statuses, holds_runs, read_yaml, run_dirs, swept_keys
 
 
 def _atomic_frame(df: pd.DataFrame, path: Path, kind: str) -> None:
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"cotresnet-report: {args.sweep_dir} is not a directory", file=sys.stderr)
         return 2
-    if any((args.sweep_dir / f).is_file() for f in (RD.SUMMARY, RD.METRICS)):  # a vectorized job's is a sweep
+    if not holds_runs(args.sweep_dir) and any((args.sweep_dir / f).is_file() for f in (RD.SUMMARY, RD.METRICS)):
         print(f"cotresnet-report: {args.sweep_dir} is a run directory, not a sweep: its figure is drawn by cotresnet-plot "
               f"{args.sweep_dir} (into {RD.PLOTS}/), cotresnet-compare puts two runs side by side", file=sys.stderr)
         return 2
@@ -188,8 +188,7 @@ def plot_main(argv=None) -> int:
     for d in args.run_dirs:
         if not (d / RD.METRICS).is_file():
             why = "does not exist" if not d.exists() else (
-                "holds runs, not one (cotresnet-report draws a sweep's figures)" if any(
-                    r.resolve() != d.resolve() for r in run_dirs(d)) else
+                "holds runs, not one (cotresnet-report draws a sweep's figures)" if holds_runs(d) else
                 f"is not a run directory ({RD.METRICS} is missing)")
             print(f"cotresnet-plot: {d} {why}", file=sys.stderr)
             return 2

@@ -44,11 +44,10 @@ def _names(names: List[str]) -> str:
 def status_lines(sweep_dir: Path, df=None) -> List[str]:
     """The status of a sweep directory in a few lines (or of a single run directory in one); `df`: the sweep's
     table when it is already collected."""
-    from .sweep import collect, count_text, run_dirs
+    from .sweep import collect, count_text, holds_runs
 
     sweep_dir = Path(sweep_dir)
-    if (sweep_dir / RD.IDENTITY).exists() and not (sweep_dir / RD.SWEEP_PLAN).exists() and not any(
-            d.resolve() != sweep_dir.resolve() for d in run_dirs(sweep_dir)):  # a vectorized job's is a small sweep
+    if (sweep_dir / RD.IDENTITY).exists() and not (sweep_dir / RD.SWEEP_PLAN).exists() and not holds_runs(sweep_dir):
         return [_run_line(sweep_dir)]
     df, plan = collect(sweep_dir) if df is None else df, RD.read_sweep_plan(sweep_dir)
     groups, found = run_groups(df), len(df)

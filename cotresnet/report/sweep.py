@@ -36,6 +36,13 @@ def run_dirs(sweep_dir: Path) -> List[Path]:
     return sorted((d for d in dirs if not _is_replica_container(d)), key=_job_order)
 
 
+def holds_runs(directory: Path) -> bool:
+    """Whether a directory holds run directories other than itself: a sweep, or a vectorized job's directory
+    (its replicas are the runs), as against one run."""
+    here = Path(directory).resolve()
+    return any(d.resolve() != here for d in run_dirs(directory))
+
+
 def _is_replica_container(job: Path) -> bool:
     try:
         cfg = read_yaml(RD.config_path(job)) or {}

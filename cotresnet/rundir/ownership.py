@@ -212,33 +212,31 @@ def _same_run(cfg, job_dir: Path, member_dirs: List[Path], clear: List[Path]) ->
     return Plan("restart", clear=clear, reason="no checkpoint: the same run starts again from step 0")
 
 
-def renumbered(job_dirs: List[Path]) -> List[tuple]:
-    """(new job directory, existing directory) pairs naming the same job under another number: job
-    directories are <num>_<overrides>, and the number follows the order of the values."""
-    existing: Dict[Path, Dict[str, Path]] = {}
-    out = []
+def _new_jobs(job_dirs: List[Path]):
+    """(job directory, its number, its overrides' part, the numbered job directories beside it by name) of
+    each job not yet on disk: directories are <num>_<overrides>, the number following the order of the values."""
+    listings: Dict[Path, Dict[str, Path]] = {}
     for job_dir in job_dirs:
         num, _, rest = job_dir.name.partition("_")
         if job_dir.exists() or not num.isdigit() or not job_dir.parent.is_dir():
             continue
-        if job_dir.parent not in existing:
-            existing[job_dir.parent] = {p.name.partition("_")[2]: p for p in job_dir.parent.iterdir()
+        if job_dir.parent not in listings:
+            listings[job_dir.parent] = {p.name: p for p in job_dir.parent.iterdir()
                                         if p.is_dir() and p.name.partition("_")[0].isdigit()}
-        if rest in existing[job_dir.parent]:
-            out.append((job_dir, existing[job_dir.parent][rest]))
-    return out
+        yield job_dir, num, rest, listings[job_dir.parent]
+
+
+def renumbered(job_dirs: List[Path]) -> List[tuple]:
+    """(new job directory, existing directory) pairs naming the same job under another number."""
+    return [(job_dir, p) for job_dir, _, rest, listing in _new_jobs(job_dirs)
+            for name, p in listing.items() if name.partition("_")[2] == rest]
 
 
 def taken_numbers(job_dirs: List[Path]) -> List[tuple]:
     """(new job directory, existing directory) pairs where a job's number is taken by a job of other
     overrides: another sweep ran in this sweep directory (its job 0 is not this sweep's job 0)."""
-    out = []
-    for job_dir in job_dirs:
-        num, _, _ = job_dir.name.partition("_")
-        if job_dir.exists() or not num.isdigit() or not job_dir.parent.is_dir():
-            continue
-        out += [(job_dir, p) for p in job_dir.parent.glob(f"{num}_*") if p.is_dir() and p.name != job_dir.name]
-    return out
+    return [(job_dir, p) for job_dir, num, _, listing in _new_jobs(job_dirs)
+            for name, p in listing.items() if name.partition("_")[0] == num]
 
 
 def clear_outputs(paths: List[Path]) -> None:

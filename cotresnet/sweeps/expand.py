@@ -93,18 +93,15 @@ def sweep_jobs(config: DictConfig, refused: Optional[List[str]] = None):
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     parsed = parser.parse_overrides(params + list(config.hydra.overrides.task))
     loader = GlobalHydra.instance().config_loader()
-    idx = 0
-    for batch in split_jobs(parsed, list(config.sweep.vectorize)):
-        for overrides in batch:
-            try:
-                job_cfg = load_job_config(loader, config, overrides)
-            except ConfigError as e:
-                if refused is None:
-                    raise
-                refused.append(str(e))
-                idx += 1
-                continue
-            with open_dict(job_cfg):
-                job_cfg.hydra.job.num = job_cfg.hydra.job.id = idx
-            yield overrides, task_config(job_cfg), job_dir(job_cfg)
-            idx += 1
+    jobs = [overrides for batch in split_jobs(parsed, list(config.sweep.vectorize)) for overrides in batch]
+    for idx, overrides in enumerate(jobs):
+        try:
+            job_cfg = load_job_config(loader, config, overrides)
+        except ConfigError as e:
+            if refused is None:
+                raise
+            refused.append(str(e))
+            continue
+        with open_dict(job_cfg):
+            job_cfg.hydra.job.num = job_cfg.hydra.job.id = idx
+        yield overrides, task_config(job_cfg), job_dir(job_cfg)
